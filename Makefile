@@ -21,10 +21,13 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(VENV)/bin/algm --help
+	$(VENV)/bin/algm demo
 
 bench: install
 	$(PY) scripts/bench_merge.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun
+
+flops-table: install
+	$(PY) scripts/flops_table.py

@@ -12,7 +12,13 @@ import importlib
 import sys
 
 # command -> (module with a Hydra-wrapped main(), one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("algm_cli.engine.run", "one experiment: calibrate, train, eval, throughput, flops"),
+    "sweep": ("algm_cli.engine.sweep", "`algm run` over every combination (Hydra multirun)"),
+    "tune": ("algm_cli.engine.tune", "ALGM*: lowest inference tau keeping the baseline mIoU"),
+    "demo": ("algm_cli.engine.demo", "train the embedded default, then apply ALGM training-free"),
+    "flops": ("algm_cli.engine.flops_cli", "GFLOPs of a model at a dataset's crop size (no data)"),
+}
 
 
 def usage() -> str:

@@ -43,7 +43,7 @@ def bipartite_assignment(selected: Tensor, partner: Tensor, num_tokens: int) -> 
     B, r = selected.shape
     n_a, n_b = (num_tokens + 1) // 2, num_tokens // 2
     merged = torch.zeros(B, n_a, dtype=torch.bool, device=partner.device)
-    merged.scatter_(1, selected, True)
+    merged.scatter_(1, selected, torch.ones_like(selected, dtype=torch.bool))
     keep_a = n_a - r
     unmerged_slot = (~merged).long().cumsum(dim=1) - 1
     assign_a = torch.where(merged, keep_a + partner, unmerged_slot)

@@ -1,0 +1,1 @@
+"""Stages of a run: calibrate, train, evaluate, throughput, flops."""

@@ -1,0 +1,5 @@
+"""Segmentation models (backbones + merge schedules + decoders)."""
+
+from .base import MergeStats, SegmentationModel
+
+__all__ = ["MergeStats", "SegmentationModel"]
