@@ -67,6 +67,9 @@ def thresholds(cfg: DictConfig, phase: str) -> tuple[str | float | None, str | f
     if phase == "train":
         clap = m.train_clap_threshold if m.train_clap_threshold is not None else clap
         gbm = m.train_gbm_threshold if m.train_gbm_threshold is not None else gbm
+    shortcut = cfg.get("train_tau" if phase == "train" else "eval_tau")
+    if shortcut is not None:
+        clap = gbm = shortcut
     if cfg.get("tau") is not None:
         clap = gbm = cfg.tau
     return clap, gbm
@@ -140,6 +143,7 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule) -> Segmenter:
             pretrained=bool(cfg.model.pretrained),
             decoder_dropout=float(cfg.model.decoder_dropout),
             decoder_layers=int(cfg.model.decoder_layers),
+            batching=str(cfg.merge.get("batching", "min")),
         )
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None

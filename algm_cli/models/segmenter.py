@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .base import MergeStats, SegmentationModel
 from .decoders import DECODERS
+from .ragged import forward_ragged
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH, ViTEncoder, resize_pos_embed
 
@@ -22,6 +23,8 @@ from .vit import PATCH, ViTEncoder, resize_pos_embed
 class Segmenter(SegmentationModel):
     """ViT encoder + linear or mask-transformer decoder, with an optional merge schedule.
 
+    batching: "min" (every image of a batch merges the batch minimum count, the paper's rule) or
+      "ragged" (each image merges its own count; packed execution, see models/ragged.py).
     decoder_layers: blocks of the mask transformer (Segmenter's default 2). The paper's Seg-L
     Cityscapes baseline (1005 GFLOPs at 768 x 768) matches a 1-block mask transformer (1004.9);
     with 2 blocks it is 1045.2. Every other baseline GFLOPs figure matches 2 blocks.
@@ -38,10 +41,14 @@ class Segmenter(SegmentationModel):
         pretrained: bool = False,
         decoder_dropout: float = 0.1,
         decoder_layers: int = 2,
+        batching: str = "min",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {list(DECODERS)}")
+        if batching not in ("min", "ragged"):
+            raise ValueError(f"batching must be 'min' or 'ragged'; got {batching!r}")
+        self.batching = batching
         self.num_classes = num_classes
         self.encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
         schedule.check_depth(self.encoder.depth)
@@ -58,12 +65,15 @@ class Segmenter(SegmentationModel):
         H, W = images.shape[-2:]
         pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
         padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-        enc = self.encoder(padded, self.schedule)
-        scores = enc.state.unmerge(self.decoder(enc.tokens))  # (B, N, K): one gather
-        gh, gw = enc.grid
+        if self.batching == "ragged" and images.shape[0] > 1:
+            scores, stats, (gh, gw) = forward_ragged(self, padded)
+        else:
+            enc = self.encoder(padded, self.schedule)
+            scores = enc.state.unmerge(self.decoder(enc.tokens))  # (B, N, K): one gather
+            (gh, gw), stats = enc.grid, enc.stats
         masks = scores.transpose(1, 2).reshape(images.shape[0], self.num_classes, gh, gw)
         masks = F.interpolate(masks, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return masks[..., :H, :W], enc.stats
+        return masks[..., :H, :W], stats
 
 
 # official Segmenter parameters that this model does not use

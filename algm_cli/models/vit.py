@@ -61,6 +61,7 @@ class EncoderOutput:
     grid: tuple[int, int]
     stats: MergeStats
     captured: dict[int, Tensor]  # layer -> (B, N', C) patch tokens after that layer's MHSA
+    layers: dict[int, Tensor]  # layer -> (B, N, C) patch tokens after the layer, unmerged
 
 
 def attention(attn: nn.Module, x: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
@@ -110,8 +111,15 @@ class ViTEncoder(nn.Module):
         images: Tensor,
         schedule: MergeSchedule = NO_MERGE,
         capture: tuple[int, ...] = (),
+        outputs: tuple[int, ...] = (),
     ) -> EncoderOutput:
-        """Encode images (B, 3, H, W), H and W multiples of 16, merging as `schedule` says."""
+        """Encode images (B, 3, H, W), H and W multiples of 16, merging as `schedule` says.
+
+        capture: layers whose post-MHSA patch tokens are returned as they are (calibration).
+        outputs: layers whose block outputs are returned unmerged to the full (B, N, C) grid, for
+        decoders that read intermediate layers (SETR's MLA and auxiliary heads, SegViT): each
+        original patch gets the token it was merged into at that depth.
+        """
         B = images.shape[0]
         x = self.patch_embed.proj(images)  # (B, C, gh, gw)
         grid = (int(x.shape[2]), int(x.shape[3]))
@@ -121,6 +129,7 @@ class ViTEncoder(nn.Module):
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
         captured: dict[int, Tensor] = {}
+        layers: dict[int, Tensor] = {}
         for layer, blk in enumerate(self.blocks, start=1):
             spec = schedule.at(layer)
             bias = None
@@ -138,8 +147,10 @@ class ViTEncoder(nn.Module):
             if spec is not None and schedule.placement == "after_mlp":
                 x, state = self._merge(spec, schedule, x, state, grid, None)
                 stats[spec.label] = state.num_tokens / state.num_original
+            if layer in outputs:
+                layers[layer] = state.unmerge(x[:, 1:])
         x = self.norm(x)
-        return EncoderOutput(x[:, 1:], x[:, :1], state, grid, stats, captured)
+        return EncoderOutput(x[:, 1:], x[:, :1], state, grid, stats, captured, layers)
 
     @staticmethod
     def _merge(spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
