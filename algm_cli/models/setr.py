@@ -1,0 +1,310 @@
+"""SETR (Zheng et al., CVPR 2021) on the merging ViT encoder: naive, PUP and MLA decoders.
+
+Layouts follow the authors' released configs (fudan-zvg/SETR, ADE20K 512 x 512):
+- encoder: ViT-B/L patch 16, LayerNorm eps 1e-6 everywhere, no final norm (each head normalises
+  its own input with a LayerNorm eps 1e-6), dropout and drop-path 0.
+- naive: LayerNorm, 1x1 conv (C -> 256) + BN + ReLU, 1x1 classifier on the patch grid, bilinear
+  upsampling to the image. Auxiliary heads of the same form on layers 10, 15, 20 (ViT-L) or
+  3, 6, 9 (ViT-B, the released `Naive_Base` layout).
+- PUP: LayerNorm, four 3x3 conv (256) + BN + ReLU stages with 2x bilinear upsampling after the
+  first three, a 1x1 classifier at 1/2 resolution, 2x to the image. Auxiliary heads: LayerNorm,
+  3x3 conv + BN + ReLU, 4x upsampling, 1x1 classifier, on layers 10, 15, 20, 24 (ViT-L) or
+  5, 8, 10, 12 (ViT-B, the released DeiT-B layout).
+- MLA: layers 6, 12, 18, 24 (ViT-L) or 3, 6, 9, 12 (ViT-B), each LayerNorm-ed and projected by a
+  1x1 conv (256) + BN + ReLU; top-down aggregation (each level adds all deeper ones) followed by
+  a 3x3 conv + BN + ReLU per level; per-level head of two 3x3 convs (128) + BN + ReLU and 4x
+  upsampling (align_corners=True), concatenation (512) and a 3x3 classifier; auxiliary heads are
+  one bias-free 1x1 classifier per aggregated level.
+BatchNorm stands for the released SyncBN (a distributed training loop can convert it with
+`nn.SyncBatchNorm.convert_sync_batchnorm`).
+
+Merging: the decoders are convolutional, so they read every layer UNMERGED on the full patch
+grid: the final tokens are unmerged with the merge state, intermediate layers come unmerged from
+the encoder (`outputs=`). With a schedule that merges nothing the model equals the baseline.
+
+GFLOPs (fvcore, ADE20K 512 x 512, 150 classes, auxiliary heads not run):
+    decoder   ViT-B    ViT-L
+    naive     107.5    362.7    (paper: SETR-B 108, ALGM Tab. 3; SETR-L 363, ALGM Tab. 1)
+    PUP       162.5    418.2    (four 3x3 convs up to 1/2 resolution)
+    MLA       123.7    379.1    (mostly its 3x3 classifier at 1/4 resolution)
+Only the naive decoder reproduces the paper (within 0.5%); the paper's SETR-L mIoU (48.1) is also
+the released SETR-Naive's (48.06), so `naive` is the configured default.
+
+Deviations from the released code: the class token takes part in attention for every decoder
+(the released MLA backbone drops it after adding position embeddings; about +0.1% FLOPs), and
+position embeddings are resized with the encoder's bilinear rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import MergeStats, SegmentationModel
+from .schedule import NO_MERGE, MergeSchedule
+from .vit import PATCH, EncoderOutput, ViTEncoder
+
+LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
+DECODERS = ("naive", "pup", "mla")
+CHANNELS = 256  # decoder width of every SETR head
+MLA_HEAD_CHANNELS = 128
+AUX_WEIGHT = 0.4  # loss weight of each auxiliary head in the released configs
+
+# encoder depth -> 1-based layers the MLA decoder reads
+MLA_LAYERS: dict[int, tuple[int, ...]] = {12: (3, 6, 9, 12), 24: (6, 12, 18, 24)}
+# decoder -> encoder depth -> 1-based layers with an auxiliary head (naive / PUP)
+AUX_LAYERS: dict[str, dict[int, tuple[int, ...]]] = {
+    "naive": {12: (3, 6, 9), 24: (10, 15, 20)},
+    "pup": {12: (5, 8, 10, 12), 24: (10, 15, 20, 24)},
+}
+# decoder -> (kernel, upsampling factor after each conv stage) of the main and auxiliary heads
+UP_HEADS: dict[str, tuple[tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...]]]] = {
+    "naive": ((1, (1,)), (1, (1,))),
+    "pup": ((3, (2, 2, 2, 1)), (3, (4,))),
+}
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def plain_vit_encoder(
+    backbone: str, img_size: int, drop_path: float, pretrained: bool
+) -> ViTEncoder:
+    """Return a ViTEncoder set up like mmseg's plain ViT: LayerNorm eps 1e-6, no final norm."""
+    encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
+    for module in encoder.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = LN_EPS
+    encoder.norm = nn.Identity()  # `EncoderOutput.tokens` are then the raw last-layer outputs
+    return encoder
+
+
+def pad_to_patch(images: Tensor) -> Tensor:
+    """Return images (B, 3, H, W) zero-padded on the bottom / right to multiples of 16."""
+    H, W = images.shape[-2:]
+    pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
+    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+
+def tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Return patch tokens (B, N, C) as a feature map (B, C, gh, gw)."""
+    B, N, C = tokens.shape
+    return tokens.transpose(1, 2).reshape(B, C, grid[0], grid[1])
+
+
+def resize_crop(x: Tensor, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Return maps (B, K, h, w) upsampled bilinearly to the padded size and cropped to `size`."""
+    x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
+    return x[..., : size[0], : size[1]]
+
+
+def layer_outputs(enc: EncoderOutput, layers: tuple[int, ...], depth: int) -> dict[int, Tensor]:
+    """Return {layer: unmerged block output (B, N, C)}; the last layer from the final tokens."""
+    out = {layer: enc.layers[layer] for layer in layers if layer != depth}
+    if depth in layers:
+        out[depth] = enc.state.unmerge(enc.tokens)  # (B, N', C) -> (B, N, C): one gather
+    return out
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, bias: bool) -> nn.Sequential:
+    """Return conv (kernel x kernel, same padding) + BatchNorm + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=bias),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+class UpHead(nn.Module):
+    """SETR's naive / PUP head: LayerNorm, conv stages with upsampling, 1x1 classifier."""
+
+    def __init__(
+        self, dim: int, num_classes: int, kernel: int, scales: tuple[int, ...],
+        channels: int = CHANNELS,
+    ) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.stages = nn.ModuleList(
+            conv_bn_relu(dim if i == 0 else channels, channels, kernel, bias=True)
+            for i in range(len(scales))
+        )
+        self.scales = tuple(scales)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Return class logits (B, K, gh * s, gw * s), s the product of the stage scales."""
+        x = tokens_to_map(self.norm(tokens), grid)  # (B, C, gh, gw)
+        for stage, scale in zip(self.stages, self.scales):
+            x = stage(x)
+            if scale > 1:
+                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        return self.classifier(x)
+
+
+class MLANeck(nn.Module):
+    """SETR-MLA's multi-level aggregation: per-level norm + 1x1 projection, top-down sums, 3x3."""
+
+    def __init__(self, dim: int, levels: int = 4, channels: int = CHANNELS) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=LN_EPS) for _ in range(levels))
+        self.lateral = nn.ModuleList(conv_bn_relu(dim, channels, 1, False) for _ in range(levels))
+        self.smooth = nn.ModuleList(
+            conv_bn_relu(channels, channels, 3, False) for _ in range(levels)
+        )
+
+    def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> list[Tensor]:
+        """Return aggregated maps [(B, 256, gh, gw)] for tokens [(B, N, C)], shallow to deep."""
+        lateral = [
+            proj(tokens_to_map(norm(t), grid))
+            for t, norm, proj in zip(tokens, self.norms, self.lateral)
+        ]
+        summed: list[Tensor] = [lateral[-1]]
+        for x in reversed(lateral[:-1]):  # each level adds everything deeper than it
+            summed.append(summed[-1] + x)
+        summed.reverse()
+        return [smooth(x) for x, smooth in zip(summed, self.smooth)]
+
+
+class MLAHead(nn.Module):
+    """SETR-MLA's head: two 3x3 convs per level, 4x upsampling, concat, 3x3 classifier."""
+
+    def __init__(
+        self, num_classes: int, levels: int = 4, channels: int = CHANNELS,
+        head_channels: int = MLA_HEAD_CHANNELS,
+    ) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_relu(channels, head_channels, 3, False),
+                conv_bn_relu(head_channels, head_channels, 3, False),
+            )
+            for _ in range(levels)
+        )
+        self.classifier = nn.Conv2d(levels * head_channels, num_classes, 3, padding=1)
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        """Return class logits (B, K, 4 gh, 4 gw) for aggregated maps [(B, 256, gh, gw)]."""
+        size = (4 * feats[0].shape[-2], 4 * feats[0].shape[-1])
+        ups = [
+            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=True)
+            for x, branch in zip(feats, self.branches)
+        ]
+        return self.classifier(torch.cat(ups, dim=1))  # (B, 512, 4gh, 4gw) -> (B, K, ...)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class SETR(SegmentationModel):
+    """ViT encoder + SETR decoder (naive, PUP or MLA), with an optional merge schedule.
+
+    `forward_with_stats` runs the main head only. Auxiliary heads (aux=True) exist for training:
+    `forward_with_aux` returns the main logits, one logits map per auxiliary head (each at input
+    resolution) and the stats from one encoder pass; the released configs weight each auxiliary
+    cross-entropy by `aux_weight` (0.4). `forward_aux` returns only the auxiliary logits.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_l",
+        num_classes: int = 150,
+        decoder: str = "pup",
+        img_size: int = 512,
+        schedule: MergeSchedule = NO_MERGE,
+        drop_path: float = 0.0,
+        pretrained: bool = False,
+        aux: bool = True,
+    ) -> None:
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown SETR decoder {decoder!r}; expected one of {list(DECODERS)}")
+        self.num_classes = num_classes
+        self.decoder_name = decoder
+        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained)
+        depth, dim = self.encoder.depth, self.encoder.dim
+        if depth not in MLA_LAYERS:
+            raise ValueError(f"SETR needs a 12- or 24-layer ViT; {backbone} has {depth}")
+        schedule.check_depth(depth)
+        self.schedule = schedule
+        self.aux_weight = AUX_WEIGHT
+        if decoder == "mla":
+            self.main_layers = MLA_LAYERS[depth]
+            self.aux_layers: tuple[int, ...] = ()
+            self.neck = MLANeck(dim, len(self.main_layers))
+            self.head = MLAHead(num_classes, len(self.main_layers))
+            n_aux = len(self.main_layers) if aux else 0
+            self.aux_heads = nn.ModuleList(
+                nn.Conv2d(CHANNELS, num_classes, 1, bias=False) for _ in range(n_aux)
+            )
+        else:
+            (kernel, scales), (aux_kernel, aux_scales) = UP_HEADS[decoder]
+            self.main_layers = (depth,)
+            self.aux_layers = AUX_LAYERS[decoder][depth] if aux else ()
+            self.head = UpHead(dim, num_classes, kernel, scales)
+            self.aux_heads = nn.ModuleList(
+                UpHead(dim, num_classes, aux_kernel, aux_scales) for _ in self.aux_layers
+            )
+
+    def _forward(self, images: Tensor, with_aux: bool) -> tuple[Tensor, list[Tensor], MergeStats]:
+        """Return (main logits, auxiliary logits (empty unless with_aux), stats)."""
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        padded = pad_to_patch(images)
+        padded_size = (int(padded.shape[-2]), int(padded.shape[-1]))
+        wanted = self.main_layers + (self.aux_layers if with_aux else ())
+        depth = self.encoder.depth
+        intermediate = tuple(layer for layer in wanted if layer != depth)
+        enc = self.encoder(padded, self.schedule, outputs=intermediate)
+        tokens = layer_outputs(enc, wanted, depth)  # layer -> (B, N, C) on the full grid
+        aux: list[Tensor] = []
+        if self.decoder_name == "mla":
+            feats = self.neck([tokens[layer] for layer in self.main_layers], enc.grid)
+            logits = self.head(feats)
+            if with_aux:
+                aux = [head(x) for head, x in zip(self.aux_heads, feats)]
+        else:
+            logits = self.head(tokens[depth], enc.grid)
+            if with_aux:
+                pairs = zip(self.aux_heads, self.aux_layers)
+                aux = [head(tokens[layer], enc.grid) for head, layer in pairs]
+        logits = resize_crop(logits, padded_size, size)
+        aux = [resize_crop(a, padded_size, size) for a in aux]
+        return logits, aux, enc.stats
+
+    def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
+        """Return (logits (B, K, H, W), kept-token fractions after each merge step)."""
+        logits, _, stats = self._forward(images, with_aux=False)
+        return logits, stats
+
+    def forward_with_aux(self, images: Tensor) -> tuple[Tensor, list[Tensor], MergeStats]:
+        """Return (logits (B, K, H, W), [auxiliary logits (B, K, H, W)], stats), one encoding."""
+        return self._forward(images, with_aux=True)
+
+    def forward_aux(self, images: Tensor) -> list[Tensor]:
+        """Return the auxiliary heads' logits, each (B, K, H, W) (empty when aux=False)."""
+        return self._forward(images, with_aux=True)[1]
+
+
+def build_setr(
+    cfg_model: Mapping,
+    backbone: str,
+    num_classes: int,
+    img_size: int,
+    schedule: MergeSchedule,
+) -> SETR:
+    """Return the SETR described by a `conf/model/setr.yaml`-style mapping."""
+    return SETR(
+        backbone=backbone,
+        num_classes=int(num_classes),
+        decoder=str(cfg_model.get("decoder", "naive")),
+        img_size=int(img_size),
+        schedule=schedule,
+        drop_path=float(cfg_model.get("drop_path", 0.0)),
+        pretrained=bool(cfg_model.get("pretrained", False)),
+        aux=bool(cfg_model.get("aux", True)),
+    )
