@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("algm_cli.engine.tune", "ALGM*: lowest inference tau keeping the baseline mIoU"),
     "demo": ("algm_cli.engine.demo", "train the embedded default, then apply ALGM training-free"),
     "flops": ("algm_cli.engine.flops_cli", "GFLOPs of a model at a dataset's crop size (no data)"),
+    "report": ("algm_cli.report.cli", "paper tables and figures from the run rows, beside the paper"),
+    "analyze": ("algm_cli.analysis.cli", "similarity study, merged-token maps, predictions (PNGs)"),
 }
 
 

@@ -31,8 +31,9 @@ from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
 from .flops import count_gflops
 from .setup import (
-    Batches, ConfigError, build_model, check_thresholds, build_schedule, crop_size, eval_stride, needs_calibration,
-    pick_device, report_error, run_key, thresholds, train_key, train_settings,
+    ALGM_METHODS, BASELINE_METHODS, SCHEDULE_METHODS, Batches, ConfigError, build_model,
+    build_schedule, check_model_merge, check_thresholds, crop_size, eval_stride,
+    needs_calibration, pick_device, report_error, run_key, thresholds, train_key, train_settings,
 )
 from .throughput import measure_throughput
 from .train import save_atomic, train
@@ -57,8 +58,11 @@ def identity_columns(cfg: DictConfig) -> dict:
     train_clap, train_gbm = thresholds(cfg, "train")
     steps = [("clap", m.clap_layer)] if m.clap_layer is not None else []
     steps += [("gbm", layer) for layer in m.gbm_layers]
+    if m.method not in SCHEDULE_METHODS:  # a baseline or Segformer++: its own name
+        steps = [(m.method, 0)]
     merging = m.method != "none"
     direct = merging and (cfg.checkpoint is not None or not m.during_training)
+    algm_family = m.method in ALGM_METHODS
     return {
         "experiment": cfg.experiment,
         "model": cfg.model.name,
@@ -68,18 +72,19 @@ def identity_columns(cfg: DictConfig) -> dict:
         "method": m.method,
         "setting": "direct" if direct else "training",
         "window": f"{m.window[0]}x{m.window[1]}",
-        "clap_layer": m.clap_layer if merging else None,
-        "gbm_layers": ";".join(str(x) for x in m.gbm_layers) if merging else None,
+        "clap_layer": m.clap_layer if algm_family else None,
+        "gbm_layers": ";".join(str(x) for x in m.gbm_layers) if algm_family else None,
         "modules": "+".join(name for name, _ in sorted(steps, key=lambda s: s[1])) or "-",
         "placement": m.placement,
         "merge_value": m.value,
         "reduce": bool(m.reduce),
         "metric": m.metric,
-        "train_clap_threshold": train_clap if merging else None,
-        "train_gbm_threshold": train_gbm if merging else None,
-        "clap_threshold": eval_clap if merging else None,
-        "gbm_threshold": eval_gbm if merging else None,
+        "train_clap_threshold": train_clap if algm_family else None,
+        "train_gbm_threshold": train_gbm if algm_family else None,
+        "clap_threshold": eval_clap if algm_family else None,
+        "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m.tome_r if m.method == "tome" else None,
+        "reduction": m.get("setting") if m.method in BASELINE_METHODS else None,
         "tuned": False,
         "crop_size": crop_size(cfg),
         "seed": int(cfg.seed),
@@ -147,6 +152,7 @@ def run(cfg: DictConfig) -> dict | None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"stages={stages}: unknown {unknown}; expected a subset of {list(STAGES)}")
+    check_model_merge(cfg)
     check_thresholds(cfg)
     run_id = run_key(cfg)
     results = Path(str(cfg.results_dir))
@@ -167,7 +173,7 @@ def run(cfg: DictConfig) -> dict | None:
     row["tau_calibrated"] = tau
     train_schedule = build_schedule(cfg, "train", tau)
     eval_schedule = build_schedule(cfg, "eval", tau)
-    model = build_model(cfg, train_schedule)
+    model = build_model(cfg, train_schedule, "train")
 
     if cfg.checkpoint is not None:
         load_checkpoint(model, Path(str(cfg.checkpoint)))
@@ -184,14 +190,17 @@ def run(cfg: DictConfig) -> dict | None:
                          checkpoint=ckpt, momentum=settings["momentum"],
                          weight_decay=settings["weight_decay"], poly_power=settings["poly_power"],
                          min_lr=settings["min_lr"], amp=settings["amp"],
-                         checkpoint_every=int(cfg.train.checkpoint_every), device=device)
+                         checkpoint_every=int(cfg.train.checkpoint_every),
+                         optimizer=settings["optimizer"], device=device)
             row.update(train_iterations=info["iterations"], final_loss=info["final_loss"])
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)
         else:
             print("no trained checkpoint for this config: evaluating the initial weights")
+    trained = model
+    model = build_model(cfg, eval_schedule, "eval")  # same parameters, inference-time merging
+    model.load_state_dict(trained.state_dict())
     model.to(device).eval()
-    model.schedule = eval_schedule
 
     if any(s in stages for s in ("eval", "throughput", "flops")):
         val_set = open_dataset(cfg, "val")

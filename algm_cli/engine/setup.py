@@ -14,9 +14,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ..models.base import SegmentationModel
+from ..models.reduction import BASELINE_METHODS, build_reduced
 from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
+from ..models.segformer import PRESET_ALIASES, Segformer, segformerpp_preset
 from ..models.segmenter import Segmenter
+from ..models.segvit import build_segvit
+from ..models.setr import build_setr
 from .store import config_key as config_hash
+
+
+MODELS = ("segmenter", "setr", "segvit", "segformer")
+# merge methods: ALGM and its ablations (calibrated thresholds), ToMe (both schedules on the ViT
+# encoder), the baselines built into a Segmenter, and Segformer++ presets built into Segformer
+ALGM_METHODS = ("algm", "clap_only", "gbm_only")
+SCHEDULE_METHODS = ("none", *ALGM_METHODS, "tome")
+VIT_METHODS = (*SCHEDULE_METHODS, *BASELINE_METHODS)
+SEGFORMER_METHODS = ("none", *PRESET_ALIASES)
 
 
 class ConfigError(ValueError):
@@ -29,16 +43,23 @@ def report_error(err: Exception, command: str) -> None:
     sys.exit(2)
 
 
+def _per_dataset(cfg: DictConfig, key: str) -> int:
+    """Return `key` for this dataset: the model's override, else the backbone's, else the dataset's."""
+    for group in (cfg.model, cfg.backbone):
+        override = group.get(key, {}) or {}
+        if cfg.dataset.name in override:
+            return int(override[cfg.dataset.name])
+    return int(cfg.dataset[key])
+
+
 def crop_size(cfg: DictConfig) -> int:
-    """Return the crop (= training crop, throughput/FLOPs square) for this backbone and dataset."""
-    override = cfg.backbone.get("crop_size", {}) or {}
-    return int(override.get(cfg.dataset.name, cfg.dataset.crop_size))
+    """Return the crop (= training crop, throughput/FLOPs square) for this model and dataset."""
+    return _per_dataset(cfg, "crop_size")
 
 
 def eval_stride(cfg: DictConfig) -> int:
-    """Return the sliding-window stride for this backbone and dataset."""
-    override = cfg.backbone.get("eval_stride", {}) or {}
-    return int(override.get(cfg.dataset.name, cfg.dataset.eval_stride))
+    """Return the sliding-window stride for this model and dataset."""
+    return _per_dataset(cfg, "eval_stride")
 
 
 def _threshold(value, key: str, released: float | None, calibrated: float | None):
@@ -85,8 +106,8 @@ def check_thresholds(cfg: DictConfig) -> None:
 
 
 def needs_calibration(cfg: DictConfig) -> bool:
-    """Return True when some threshold of the run is `auto`."""
-    if cfg.merge.method in ("none", "tome"):
+    """Return True when some threshold of the run is `auto` (ALGM-family methods only)."""
+    if cfg.merge.method not in ALGM_METHODS:
         return False
     values = [*thresholds(cfg, "eval"), *thresholds(cfg, "train")]
     return any(isinstance(v, str) and v == "auto" for v in values)
@@ -95,8 +116,9 @@ def needs_calibration(cfg: DictConfig) -> bool:
 def build_schedule(cfg: DictConfig, phase: str, tau: float | None) -> MergeSchedule:
     """Return the merge schedule of `phase` ("train" / "eval"); `tau` is the calibrated value."""
     m = cfg.merge
-    if m.method == "none" or (phase == "train" and not m.during_training):
-        return NO_MERGE
+    if m.method == "none" or m.method not in SCHEDULE_METHODS or (
+            phase == "train" and not m.during_training):
+        return NO_MERGE  # baselines and Segformer++ are built into the model (build_model)
     options = dict(
         window=tuple(m.window), placement=m.placement, metric=m.metric, value=m.value,
         reduce=bool(m.reduce), proportional_attention=bool(m.proportional_attention),
@@ -127,24 +149,58 @@ def build_schedule(cfg: DictConfig, phase: str, tau: float | None) -> MergeSched
         raise ConfigError(f"merge config: {err}") from None
 
 
-def build_model(cfg: DictConfig, schedule: MergeSchedule) -> Segmenter:
-    """Return the configured model with `schedule`."""
-    name = cfg.model.name
-    if name != "segmenter":
-        raise ConfigError(f"model={name!r} is not available; expected one of: segmenter")
+def check_model_merge(cfg: DictConfig) -> None:
+    """Raise ConfigError when the merge method does not fit the model family."""
+    model, method = cfg.model.name, cfg.merge.method
+    if model not in MODELS:
+        raise ConfigError(f"model={model!r} is not available; expected one of: {', '.join(MODELS)}")
+    allowed = {"segmenter": VIT_METHODS, "setr": SCHEDULE_METHODS, "segvit": SCHEDULE_METHODS,
+               "segformer": SEGFORMER_METHODS}[model]
+    if method not in allowed:
+        raise ConfigError(f"merge={method} does not apply to model={model}; expected merge= one of "
+                          f"{', '.join(allowed)}")
+    vit = str(cfg.backbone.name).startswith("vit_")
+    if (model == "segformer") == vit:
+        expected = "mit_b0..mit_b5" if model == "segformer" else "vit_t, vit_s, vit_b or vit_l"
+        raise ConfigError(f"backbone={cfg.backbone.name} does not fit model={model}; "
+                          f"expected backbone={expected}")
+
+
+def reduction_active(cfg: DictConfig, phase: str) -> bool:
+    """Return True when a model-built reduction (baselines, Segformer++) acts in `phase`."""
+    m = cfg.merge
+    return m.method not in SCHEDULE_METHODS and (phase == "eval" or bool(m.during_training))
+
+
+def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -> SegmentationModel:
+    """Return the configured model with `schedule` (ALGM / ToMe steps of ViT models).
+
+    Baselines (EViT, ACT, ELViT, AiluRus, dense ToMe) and Segformer++ are part of the model; they
+    act at inference, and in training only with merge.during_training=true (`phase`="train").
+    Every variant of a model family holds the same parameters, so one checkpoint serves all.
+    """
+    check_model_merge(cfg)
+    name, m = cfg.model.name, cfg.merge
+    size, classes = crop_size(cfg), int(cfg.dataset.num_classes)
+    active = reduction_active(cfg, phase)
     try:
-        return Segmenter(
-            backbone=cfg.backbone.name,
-            num_classes=int(cfg.dataset.num_classes),
-            decoder=cfg.model.decoder,
-            img_size=crop_size(cfg),
-            schedule=schedule,
-            drop_path=float(cfg.model.drop_path),
-            pretrained=bool(cfg.model.pretrained),
-            decoder_dropout=float(cfg.model.decoder_dropout),
-            decoder_layers=int(cfg.model.decoder_layers),
-            batching=str(cfg.merge.get("batching", "min")),
-        )
+        if name == "segformer":
+            preset = m.method if active else "none"
+            return Segformer(str(cfg.backbone.variant), classes, segformerpp_preset(preset),
+                             drop_path=float(cfg.model.drop_path))
+        if name == "setr":
+            return build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
+        if name == "segvit":
+            return build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
+        options = dict(decoder=cfg.model.decoder, img_size=size,
+                       drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
+                       decoder_dropout=float(cfg.model.decoder_dropout),
+                       decoder_layers=int(cfg.model.decoder_layers))
+        if m.method in BASELINE_METHODS and active:
+            merge = OmegaConf.to_container(m, resolve=True)
+            return build_reduced(merge, cfg.backbone.name, classes, **options)
+        return Segmenter(backbone=cfg.backbone.name, num_classes=classes, schedule=schedule,
+                         batching=str(m.get("batching", "min")), **options)
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
 
@@ -158,6 +214,7 @@ def train_settings(cfg: DictConfig) -> dict:
     """Return the resolved training settings (dataset defaults filled in, smoke applied)."""
     t, d = cfg.train, cfg.dataset
     settings = {
+        "optimizer": str(t.get("optimizer", "sgd")),
         "iterations": int(t.iterations if t.iterations is not None else d.iterations),
         "batch_size": int(t.batch_size if t.batch_size is not None else d.batch_size),
         "lr": float(t.lr if t.lr is not None else d.lr),
@@ -182,6 +239,8 @@ def train_key(cfg: DictConfig, train_schedule: MergeSchedule) -> str:
         "crop": crop_size(cfg),
         "train": train_settings(cfg),
         "schedule": schedule_payload(train_schedule),
+        "reduction": (OmegaConf.to_container(cfg.merge, resolve=True)
+                      if reduction_active(cfg, "train") else None),
         "seed": int(cfg.seed),
     })
 

@@ -1,4 +1,4 @@
-"""Training with Segmenter's recipe: SGD, polynomial LR per iteration, CE with the ignore index.
+"""Training with Segmenter's recipe: SGD, polynomial LR per iteration, the model's own loss.
 
 Checkpoints are written atomically every `checkpoint_every` iterations and at the end; a rerun
 resumes from the latest one. Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) the model runs
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from ..models.base import TrainingObjective
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: float) -> float:
@@ -29,6 +30,18 @@ def save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
+    """Return SGD (Segmenter, SETR, SegViT recipes) or AdamW (Segformer's recipe)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"train.optimizer={name!r}: expected one of {list(OPTIMIZERS)}")
 
 
 def distributed() -> tuple[int, int]:
@@ -53,6 +66,7 @@ def train(
     checkpoint_every: int = 500,
     ignore_index: int = 255,
     amp: bool = False,
+    optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
 ) -> dict:
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
@@ -63,15 +77,15 @@ def train(
     """
     rank, world = distributed()
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
+    optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     start = 0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    objective = TrainingObjective(model, ignore_index)  # the model's own loss (SETR aux, SegViT ATM)
+    net = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
     net.train()
     loss_value = float("nan")
     progress = tqdm(total=iterations, initial=start, desc="train", disable=rank != 0, leave=False)
@@ -82,8 +96,7 @@ def train(
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+            loss = net(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

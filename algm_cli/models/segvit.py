@@ -33,9 +33,16 @@ same model. The gap is documented in the tests rather than hidden.
 
 Deviations: the class token takes part in attention (the released backbone drops it after adding
 the position embeddings, `with_cls_token=False`; about +0.1% FLOPs), position embeddings are
-resized bilinearly (released: bicubic). The released training loss is `ATMLoss`, a set-prediction
-loss on the per-level class and mask logits, not cross-entropy on the class scores; `forward_atm`
-returns what such a loss needs (this module does not implement it).
+resized bilinearly (released: bicubic).
+
+Training loss (`training_loss`, the released `ATMLoss`): a set-prediction loss on every level's
+class and mask logits. Query k stands for class k, so the matching is fixed, not Hungarian (the
+released criterion builds its indices from the label values): each class present in the image
+supervises its query with class k and its mask with the binary map label == k; every other query
+is supervised as no-object. Per level: cross-entropy over K + 1 (no-object weight 0.1), sigmoid
+focal loss (alpha 0.25, gamma 2) x 20 and dice loss x 1 on the masks bilinearly upsampled to the
+label size, both divided by the number of present masks in the batch; the levels' losses are
+summed with equal weights. As released, ignore-label pixels count as background of every mask.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
 from .schedule import NO_MERGE, MergeSchedule
+from .vit import PATCH
 from .setr import layer_outputs, pad_to_patch, plain_vit_encoder, resize_crop
 
 # encoder depth -> 1-based layers the ATM decoder reads (shallow to deep)
@@ -147,6 +155,48 @@ class ATMHead(nn.Module):
         return torch.stack(classes), torch.stack(masks)
 
 
+NO_OBJECT_WEIGHT = 0.1
+MASK_WEIGHT = 20.0  # focal loss
+DICE_WEIGHT = 1.0
+
+
+def atm_loss(classes: Tensor, masks: Tensor, labels: Tensor, num_classes: int,
+             ignore_index: int = 255) -> Tensor:
+    """Return SegViT's ATM loss summed over levels.
+
+    classes: (L, B, K, K + 1) class logits; masks: (L, B, K, gh, gw) mask logits on the patch
+    grid; labels: (B, H, W) with `ignore_index`. Query k is matched to class k.
+    """
+    L, B, K = classes.shape[:3]
+    H, W = labels.shape[-2:]
+    padded = (masks.shape[-2] * PATCH, masks.shape[-1] * PATCH)  # the padded input's size
+    valid = labels != ignore_index
+    onehot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2)
+    onehot = (onehot * valid.unsqueeze(1)).float()  # (B, K, H, W) binary class maps
+    present = onehot.flatten(2).amax(-1) > 0  # (B, K)
+    targets = torch.where(present, torch.arange(K, device=labels.device), K)  # no-object = K
+    weight = classes.new_ones(K + 1)
+    weight[K] = NO_OBJECT_WEIGHT
+    num_masks = max(float(present.sum()), 1.0)
+    chosen = onehot[present]  # (M, H, W)
+    total = classes.new_zeros(())
+    for level in range(L):
+        total = total + F.cross_entropy(classes[level].float().transpose(1, 2), targets, weight)
+        if chosen.shape[0] == 0:
+            continue
+        logits = F.interpolate(masks[level].float(), size=padded, mode="bilinear",
+                               align_corners=False)[..., :H, :W][present].flatten(1)  # (M, H*W)
+        target = chosen.flatten(1)
+        prob = logits.sigmoid()
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p_t = prob * target + (1 - prob) * (1 - target)
+        alpha_t = 0.25 * target + 0.75 * (1 - target)
+        focal = (alpha_t * bce * (1 - p_t) ** 2).mean(1).sum() / num_masks
+        dice = 1 - (2 * (prob * target).sum(-1) + 1) / (prob.sum(-1) + target.sum(-1) + 1)
+        total = total + MASK_WEIGHT * focal + DICE_WEIGHT * dice.sum() / num_masks
+    return total
+
+
 class SegViT(SegmentationModel):
     """ViT encoder + ATM decoder reading three encoder layers, with an optional merge schedule."""
 
@@ -190,6 +240,11 @@ class SegViT(SegmentationModel):
         size and crop to (H, W) to compare with labels); L = 3 levels, the last the prediction.
         """
         return self._decode(pad_to_patch(images))
+
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+        """Return the ATM set-prediction loss summed over the decoder levels (see module doc)."""
+        classes, masks, _ = self.forward_atm(images)
+        return atm_loss(classes, masks, labels, self.num_classes, ignore_index)
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (class scores (B, K, H, W), kept-token fractions after each merge step)."""

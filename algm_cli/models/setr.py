@@ -285,6 +285,15 @@ class SETR(SegmentationModel):
         """Return (logits (B, K, H, W), [auxiliary logits (B, K, H, W)], stats), one encoding."""
         return self._forward(images, with_aux=True)
 
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+        """Return CE of the main head + `aux_weight` x CE of each auxiliary head (released recipe)."""
+        logits, aux, _ = self._forward(images, with_aux=bool(len(self.aux_heads)))
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+        for extra in aux:
+            loss = loss + self.aux_weight * F.cross_entropy(extra.float(), labels,
+                                                            ignore_index=ignore_index)
+        return loss
+
     def forward_aux(self, images: Tensor) -> list[Tensor]:
         """Return the auxiliary heads' logits, each (B, K, H, W) (empty when aux=False)."""
         return self._forward(images, with_aux=True)[1]

@@ -18,20 +18,22 @@ __all__ = ["build_report", "render_report"]
 
 
 def _index(out_dir: Path, paths: list[Path], warnings: list[str]) -> Path:
-    """Write out_dir/index.md listing the outputs and the warnings; return its path."""
+    """Write out_dir/report.md listing the outputs and the warnings; return its path."""
     lines = ["# Report", "", "## Tables", ""]
     links = {p: p.relative_to(out_dir).as_posix() for p in paths}
     lines += [f"- [{p.stem}]({link})" for p, link in links.items() if p.suffix == ".md"]
     lines += ["", "## Figures", ""]
     lines += [f"- ![{p.stem}]({link})" for p, link in links.items() if p.suffix == ".png"]
     lines += ["", "## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"])
-    path = out_dir / "index.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from ..engine.store import write_atomic
+
+    path = out_dir / "report.md"
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
 def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Render tables, figures and index.md; return (written paths, warnings)."""
+    """Render tables, figures and report.md; return (written paths, warnings)."""
     from .figures import render_figures
     from .load import load_runs
     from .paper import load_paper
@@ -53,9 +55,9 @@ def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> tuple[list[P
 
 
 def render_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> list[Path]:
-    """Write out_dir/tables/*.md|*.tex, out_dir/figures/*.png and out_dir/index.md; return paths.
+    """Write out_dir/tables/*.md|*.tex, out_dir/figures/*.png and out_dir/report.md; return paths.
 
-    Skipped files/rows and skipped figures are logged as warnings (and listed in index.md).
+    Skipped files/rows and skipped figures are logged as warnings (and listed in report.md).
     """
     paths, warnings = build_report(runs_dir, paper_dir, out_dir)
     for warning in warnings:

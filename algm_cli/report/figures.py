@@ -15,6 +15,7 @@ runs are missing is skipped with a warning.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -103,7 +104,9 @@ def _figure(columns: int) -> tuple[Figure, list]:
 def _save(figure: Figure, path: Path) -> Path:
     """Save the figure as PNG and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, dpi=DPI)  # a crash never leaves a half-written PNG in place
+    os.replace(tmp, path)
     return path
 
 

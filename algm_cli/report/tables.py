@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..engine.store import write_atomic
+
 from .load import AS_TRAINED, latest_with, select
 from .paper import paper_row
 
@@ -389,8 +391,8 @@ def _has_match(spec: dict, runs: pd.DataFrame, dataset: str) -> bool:
 def _write(frame: pd.DataFrame, title: str, notes: list[str], stem: Path) -> list[Path]:
     """Write stem.md and stem.tex; return both paths."""
     md, tex = stem.with_suffix(".md"), stem.with_suffix(".tex")
-    md.write_text(to_markdown(frame, title, notes), encoding="utf-8")
-    tex.write_text(to_latex(frame, title, notes), encoding="utf-8")
+    write_atomic(md, to_markdown(frame, title, notes))
+    write_atomic(tex, to_latex(frame, title, notes))
     return [md, tex]
 
 
@@ -402,7 +404,7 @@ def render_tables(runs: pd.DataFrame, paper: pd.DataFrame, out_dir: Path,
     datasets = sorted(d for d in runs["dataset"].unique() if d) if not runs.empty else []
     specs = specs if specs is not None else TABLE_SPECS
     guide = folder / "row_filters.md"
-    guide.write_text(filters_markdown(paper, specs), encoding="utf-8")
+    write_atomic(guide, filters_markdown(paper, specs))
     paths: list[Path] = [guide]
     for spec in specs:
         frame = build_table(spec, runs, paper, spec["dataset"])

@@ -40,7 +40,7 @@ def test_all_three_figures_are_drawn(runs, tmp_path):
         assert path.is_file()
         if path.suffix == ".png":
             assert path.read_bytes()[:8] == PNG and path.stat().st_size > 10_000
-    index = (tmp_path / "out" / "index.md").read_text()
+    index = (tmp_path / "out" / "report.md").read_text()
     assert "algm_star__synthetic__segmenter_vit_t.png" in index and "- none" in index
 
 
