@@ -3,9 +3,10 @@
 
 Baseline vs ALGM at the released settings (CLAP at the backbone's hand-set tau in layer 1, GBM
 with the released in-batch rule in layer 5 / 7), batch 32 duplicates of each image, 50 warm-up
-forwards, fp32 and bf16 autocast, images of the synthetic dataset resized to the crop (randomly
-initialised weights: throughput does not depend on them, merge counts do, see the note in the
-CSV). Writes results/gpu/throughput.csv with the device name; ratios are within one run.
+forwards, fp32 and bf16 autocast, images of the synthetic dataset resized to the crop. Merge
+counts depend on the weights: pass trained models with --checkpoints (random weights time the
+same layers but merge differently). The baseline runs without any merge step. Writes
+results/gpu/throughput.csv with the device name; speed-ups are ratios within one run.
 
     python scripts/gpu_throughput.py                 # on a CUDA machine
     python scripts/gpu_throughput.py --dry-run       # CPU, tiny sizes: checks the path end to end
@@ -26,8 +27,8 @@ from algm_cli.data.transforms import normalize
 from algm_cli.engine.flops import count_gflops
 from algm_cli.engine.store import write_atomic
 from algm_cli.engine.throughput import measure_throughput
-from algm_cli.models.schedule import algm_schedule
-from algm_cli.models.segmenter import Segmenter
+from algm_cli.models.schedule import NO_MERGE, algm_schedule
+from algm_cli.models.segmenter import Segmenter, load_checkpoint
 
 # backbone -> (crop, released CLAP tau on ADE20K, GBM layer)
 SETTINGS = {"vit_t": (512, 0.90, 5), "vit_s": (512, 0.88, 5), "vit_b": (512, 0.94, 5),
@@ -50,7 +51,11 @@ def main() -> None:
     parser.add_argument("--backbones", default="vit_t,vit_s,vit_b,vit_l")
     parser.add_argument("--root", default="data/synthetic")
     parser.add_argument("--out", default="results/gpu/throughput.csv")
+    parser.add_argument("--checkpoints", default="",
+                        help="trained models, e.g. vit_s=runs/a.pt,vit_l=runs/b.pt (150 classes); "
+                             "trained weights merge like the paper's, random ones do not")
     args = parser.parse_args()
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoints.split(",") if item)
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
     batch, warmup = (2, 1) if args.dry_run else (32, 50)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -62,7 +67,9 @@ def main() -> None:
         model = Segmenter(backbone, 150, "mask", crop).to(device).eval()
         algm = algm_schedule(clap_tau, None, gbm_layers=(gbm_layer,), gbm_rule="released",
                              inclusive=True)
-        for method, schedule in (("baseline", algm_schedule(1.0, 1.0)), ("algm", algm)):
+        if backbone in checkpoints:
+            load_checkpoint(model, checkpoints[backbone])
+        for method, schedule in (("baseline", NO_MERGE), ("algm", algm)):
             model.schedule = schedule
             gflops = count_gflops(model.cpu(), images[0][None]) if args.dry_run else None
             model.to(device)

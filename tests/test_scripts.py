@@ -19,3 +19,20 @@ def test_gpu_throughput_dry_run(tmp_path):
     table = pd.read_csv(out)
     assert set(table.method) == {"baseline", "algm"} and set(table.precision) == {"fp32", "bf16"}
     assert (table.ims > 0).all() and (table.device == "cpu").all()
+
+
+@pytest.mark.slow
+def test_compile_buckets_dry_run_bounds_the_graphs(tmp_path):
+    out = tmp_path / "compile.csv"
+    subprocess.run([sys.executable, "scripts/compile_buckets.py", "--dry-run", "--clap", "0.0",
+                    "--root", str(tmp_path / "synthetic"), "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    table = pd.read_csv(out).set_index("mode")
+    assert list(table.index) == ["eager", "compiled", "compiled_bucket32"]
+    assert table.loc["eager", "graphs"] == 0
+    # the second pass over the same images compiles nothing new
+    assert (table.graphs == table.graphs_after_second_pass).all()
+    # with one bucket for every post-merge count, the compiled block needs at most 2 shapes
+    # (full length before merging is never bucketed; one padded length after)
+    assert table.loc["compiled_bucket32", "graphs"] <= table.loc["compiled", "graphs"]
+    assert (table.ims > 0).all()

@@ -4,7 +4,8 @@
    it (mIoU, im/s, GFLOPs);
 2. applies ALGM to that trained model training-free (the paper's "Direct" setting) with the tau
    calibrated on it (mean + std of token similarities), and measures again;
-3. prints both rows and the speed-up. Rows land in results/runs like any `algm run`.
+3. prints both rows and the speed-up. Rows land in results/runs like any `algm run` (always
+   measured afresh: force=true; a trained checkpoint in work_dir is reused).
 Extra arguments are Hydra overrides applied to both runs (e.g. `algm demo smoke=true`).
 """
 
@@ -15,8 +16,7 @@ import sys
 from hydra import compose, initialize_config_module
 
 from .run import run
-from .setup import ConfigError, report_error, run_key
-from .store import finished
+from .setup import ConfigError, report_error
 
 DEMO_EVAL = ["eval.throughput_images=4", "eval.throughput_batch=8", "eval.warmup=3",
              "eval.flops_images=4"]
@@ -25,8 +25,11 @@ DEMO_EVAL = ["eval.throughput_images=4", "eval.throughput_batch=8", "eval.warmup
 def demo_configs(overrides: list[str]) -> tuple:
     """Return the composed (baseline, ALGM direct) configs."""
     with initialize_config_module("algm_cli.conf", version_base="1.3"):
-        base = compose("run", ["merge=none", *DEMO_EVAL, *overrides])
-        algm = compose("run", ["merge=algm", "merge.during_training=false", *DEMO_EVAL, *overrides])
+        # force=true: the demo always measures (rows committed under results/runs are not
+        # reused); training still reuses a checkpoint cached in work_dir from an earlier demo
+        base = compose("run", ["merge=none", "force=true", *DEMO_EVAL, *overrides])
+        algm = compose("run", ["merge=algm", "merge.during_training=false", "force=true",
+                               *DEMO_EVAL, *overrides])
     return base, algm
 
 
@@ -51,8 +54,7 @@ def main() -> int:
         base_cfg, algm_cfg = demo_configs(overrides)
         rows = []
         for cfg in (base_cfg, algm_cfg):
-            row = run(cfg) or finished(cfg.results_dir, run_key(cfg))
-            rows.append(row)
+            rows.append(run(cfg))
     except (ConfigError, ValueError) as err:
         report_error(err, "algm demo")
     print()

@@ -189,20 +189,29 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -
             return Segformer(str(cfg.backbone.variant), classes, segformerpp_preset(preset),
                              drop_path=float(cfg.model.drop_path))
         if name == "setr":
-            return build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
-        if name == "segvit":
-            return build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
-        options = dict(decoder=cfg.model.decoder, img_size=size,
-                       drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
-                       decoder_dropout=float(cfg.model.decoder_dropout),
-                       decoder_layers=int(cfg.model.decoder_layers))
-        if m.method in BASELINE_METHODS and active:
-            merge = OmegaConf.to_container(m, resolve=True)
-            return build_reduced(merge, cfg.backbone.name, classes, **options)
-        return Segmenter(backbone=cfg.backbone.name, num_classes=classes, schedule=schedule,
-                         batching=str(m.get("batching", "min")), **options)
+            model = build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
+        elif name == "segvit":
+            model = build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
+        else:
+            model = build_segmenter(cfg, schedule, active)
+        model.encoder.bucket = int(m.get("bucket", 0))
+        return model
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
+
+
+def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool) -> Segmenter:
+    """Return the Segmenter of the config (a ReducedSegmenter for an active baseline)."""
+    m, classes = cfg.merge, int(cfg.dataset.num_classes)
+    options = dict(decoder=cfg.model.decoder, img_size=crop_size(cfg),
+                   drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
+                   decoder_dropout=float(cfg.model.decoder_dropout),
+                   decoder_layers=int(cfg.model.decoder_layers))
+    if m.method in BASELINE_METHODS and active:
+        merge = OmegaConf.to_container(m, resolve=True)
+        return build_reduced(merge, cfg.backbone.name, classes, **options)
+    return Segmenter(backbone=cfg.backbone.name, num_classes=classes, schedule=schedule,
+                     batching=str(m.get("batching", "min")), **options)
 
 
 def schedule_payload(schedule: MergeSchedule) -> dict:

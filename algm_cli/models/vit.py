@@ -79,8 +79,42 @@ def attention(attn: nn.Module, x: Tensor, bias: Tensor | None) -> tuple[Tensor, 
     return attn.proj_drop(attn.proj(out)), (q, k, v)
 
 
+def full_block(blk: nn.Module, x: Tensor, bias: Tensor | None) -> Tensor:
+    """Return one timm block's output on x (B, L, C): attention residual, then MLP residual."""
+    out, _ = attention(blk.attn, blk.norm1(x), bias)
+    x = x + blk.drop_path1(blk.ls1(out))
+    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+
+def bucketed(length: int, bucket: int) -> int:
+    """Return `length` rounded up to a multiple of `bucket`."""
+    return -(-length // bucket) * bucket
+
+
+def padded_block(block_fn, blk: nn.Module, x: Tensor, bias: Tensor | None, bucket: int) -> Tensor:
+    """Run `block_fn` on x (B, L, C) zero-padded to a multiple of `bucket` tokens; return (B, L, C).
+
+    Padded positions are masked out as keys (additive -inf), so the valid tokens' outputs equal
+    the unpadded block's; the padded rows are computed and dropped. With adaptive merging the
+    token count changes every image; padding to a few bucket sizes lets a compiled block reuse
+    its graphs instead of recompiling for every count.
+    """
+    B, L, _ = x.shape
+    extra = bucketed(L, bucket) - L
+    if extra == 0:
+        return block_fn(blk, x, bias)
+    key_bias = x.new_zeros(B, 1, 1, L) if bias is None else bias.to(x.dtype)
+    key_bias = F.pad(key_bias, (0, extra), value=float("-inf"))
+    return block_fn(blk, F.pad(x, (0, 0, 0, extra)), key_bias)[:, :L]
+
+
 class ViTEncoder(nn.Module):
-    """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks."""
+    """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks.
+
+    bucket: 0 (default) runs every block at its exact token count; n > 0 pads the tokens of the
+    blocks after a merge to a multiple of n (masked keys), so that a compiled `block_fn`
+    (`compile_blocks`) sees a handful of shapes. Results equal the unpadded ones.
+    """
 
     def __init__(
         self,
@@ -105,6 +139,12 @@ class ViTEncoder(nn.Module):
         self.cls_token = vit.cls_token
         grid = (img_size // PATCH, img_size // PATCH)
         self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid))
+        self.bucket = 0
+        self.block_fn = full_block
+
+    def compile_blocks(self, **options) -> None:
+        """Run the blocks without a merge step through `torch.compile(full_block, **options)`."""
+        self.block_fn = torch.compile(full_block, **options)
 
     def forward(
         self,
@@ -133,9 +173,18 @@ class ViTEncoder(nn.Module):
         for layer, blk in enumerate(self.blocks, start=1):
             spec = schedule.at(layer)
             bias = None
-            if schedule.proportional_attention and state.num_tokens < state.num_original:
+            merged = state.num_tokens < state.num_original
+            if schedule.proportional_attention and merged:
                 sizes = torch.cat([state.sizes.new_ones(B, 1), state.sizes], dim=1)
                 bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, 1 + N')
+            if spec is None and layer not in capture:  # a plain block: no merge, nothing kept
+                if self.bucket and merged:
+                    x = padded_block(self.block_fn, blk, x, bias, self.bucket)
+                else:
+                    x = self.block_fn(blk, x, bias)
+                if layer in outputs:
+                    layers[layer] = state.unmerge(x[:, 1:])
+                continue
             out, qkv = attention(blk.attn, blk.norm1(x), bias)
             x = x + blk.drop_path1(blk.ls1(out))
             if layer in capture:

@@ -312,7 +312,10 @@ def build_table(spec: dict, runs: pd.DataFrame, paper: pd.DataFrame, dataset: st
             cells = _paper_columns(pv, rv, _paper_speedup(paper_vals, bases, i), speedup)
         else:
             cells = _run_columns(rv, repro[bases[i]] if bases[i] is not None else None, speedup)
-        records.append({"row": pv["label"] or f"row {i + 1}", **cells,
+        label = pv["label"] or f"row {i + 1}"
+        if "relabel" in spec:  # a table moved to another backbone (retarget)
+            label = label.replace(*spec["relabel"])
+        records.append({"row": label, **cells,
                         "device †": rv["device"], "runs": rv["runs"]})
     return pd.DataFrame(records)
 
@@ -326,8 +329,12 @@ def table_notes(spec: dict, dataset: str) -> list[str]:
     else:
         notes.insert(0, f"Runs on {dataset}; the paper used {spec['dataset']}, so no paper "
                         "columns. Deltas and ratios are against the reproduced baseline row above.")
-    notes.append("Row -> run filters: row_filters.md next to this table "
-                 f"(TABLE_SPECS['{spec['id']}'] in algm_cli/report/tables.py).")
+    if "moved_from" in spec:
+        notes.append(f"Rows of TABLE_SPECS['{spec['moved_from']}'] (algm_cli/report/tables.py, "
+                     "filters in row_filters.md) with the backbone swapped (`retarget`).")
+    else:
+        notes.append("Row -> run filters: row_filters.md next to this table "
+                     f"(TABLE_SPECS['{spec['id']}'] in algm_cli/report/tables.py).")
     return notes
 
 
@@ -383,9 +390,56 @@ def filters_markdown(paper: pd.DataFrame, specs: list[dict] | None = None) -> st
     return "\n".join(parts)
 
 
-def _has_match(spec: dict, runs: pd.DataFrame, dataset: str) -> bool:
-    """Return True when some row of `spec` has a matching run on `dataset`."""
-    return any(not select(runs, {**row["runs"], "dataset": dataset}).empty for row in spec["rows"])
+def _has_match(spec: dict, runs: pd.DataFrame, dataset: str, least: int = 1) -> bool:
+    """Return True when at least `least` rows of `spec` have a matching run on `dataset`."""
+    hits = sum(not select(runs, {**row["runs"], "dataset": dataset}).empty for row in spec["rows"])
+    return hits >= least
+
+
+def _network(spec: dict) -> tuple[str, str] | None:
+    """Return the (model, backbone) every row of `spec` reads, or None for a multi-network table."""
+    networks = {(row["runs"].get("model"), row["runs"].get("backbone")) for row in spec["rows"]}
+    return networks.pop() if len(networks) == 1 else None
+
+
+def _pretty(backbone: str) -> str:
+    """Return 'ViT-S' for 'vit_s' (other names unchanged)."""
+    return f"ViT-{backbone[4:].upper()}" if backbone.startswith("vit_") else backbone
+
+
+def retarget(spec: dict, backbone: str) -> dict:
+    """Return a single-network spec moved to another backbone of the same model.
+
+    Ablations are often rerun on a smaller backbone than the paper's; the rows keep their
+    filters, with the backbone swapped and the default GBM layer following the new backbone's
+    layout (rows that set another GBM layer keep it).
+    """
+    model, old = _network(spec)
+    old_gbm, new_gbm = GBM_LAYERS.get((model, old)), GBM_LAYERS.get((model, backbone))
+    rows = []
+    for row in spec["rows"]:
+        runs = {**row["runs"], "backbone": backbone}
+        if old_gbm is not None and runs.get("gbm_layers") == old_gbm and new_gbm is not None:
+            runs["gbm_layers"] = new_gbm
+        rows.append({**row, "runs": runs})
+    title = spec["title"].replace(_pretty(old), _pretty(backbone))
+    if title == spec["title"]:
+        title = f"{spec['title']} ({_pretty(backbone)})"
+    short = lambda name: f"Seg-{name[4:].upper()}" if name.startswith("vit_") else name  # noqa: E731
+    return {**spec, "id": f"{spec['id']}__{backbone}", "title": title, "rows": rows,
+            "moved_from": spec["id"], "relabel": (short(old), short(backbone))}
+
+
+def _variants(spec: dict, runs: pd.DataFrame, dataset: str) -> list[dict]:
+    """Return the specs to render on a non-paper dataset: the spec, and for a single-network
+    table every other backbone of its model with runs there (e.g. Tab. 5a on ViT-T)."""
+    network = _network(spec)
+    if network is None or runs.empty:
+        return [spec]
+    model, own = network
+    here = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
+    others = sorted(b for b in here["backbone"].unique() if b and b != own)
+    return [spec] + [retarget(spec, b) for b in others]
 
 
 def _write(frame: pd.DataFrame, title: str, notes: list[str], stem: Path) -> list[Path]:
@@ -411,10 +465,15 @@ def render_tables(runs: pd.DataFrame, paper: pd.DataFrame, out_dir: Path,
         title = f"{spec['title']}, {spec['dataset']}: paper vs reproduced"
         paths += _write(frame, title, table_notes(spec, spec["dataset"]), folder / spec["id"])
         for dataset in datasets:
-            if dataset == spec["dataset"] or not _has_match(spec, runs, dataset):
+            if dataset == spec["dataset"]:
                 continue
-            title = f"{spec['title']}, reproduced on {dataset} (the paper used {spec['dataset']})"
-            frame = build_table(spec, runs, paper, dataset)
-            paths += _write(frame, title, table_notes(spec, dataset),
-                            folder / f"{spec['id']}__{dataset}")
+            for variant in _variants(spec, runs, dataset):
+                # a table moved to another backbone needs more than its baseline row
+                if not _has_match(variant, runs, dataset, 2 if "moved_from" in variant else 1):
+                    continue
+                title = (f"{variant['title']}, reproduced on {dataset} "
+                         f"(the paper used {spec['dataset']})")
+                frame = build_table(variant, runs, paper, dataset)
+                paths += _write(frame, title, table_notes(variant, dataset),
+                                folder / f"{spec['id']}__{dataset}{variant['id'][len(spec['id']):]}")
     return paths

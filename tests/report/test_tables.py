@@ -104,3 +104,23 @@ def test_smoke_runs_are_marked(runs, tmp_path):
     build_report(runs.folder, PAPER_DIR, tmp_path / "out")
     row = read_table(tmp_path / "out" / "tables" / "tab5a.md")["Baseline"]
     assert row["runs"] == "run001 (smoke)"
+
+
+def test_single_network_tables_follow_the_runs_to_another_backbone(tmp_path):
+    runs = RunWriter(tmp_path / "runs")
+    tiny = {"dataset": "synthetic", "backbone": "vit_t"}
+    runs.add(BASELINE, **tiny, miou="60.0", ims="500", gflops="0.50")
+    runs.add(ALGM, **tiny, miou="61.5", ims="800", gflops="0.30")
+    runs.add(ALGM, **tiny, window="4x4", miou="59.0", ims="900", gflops="0.25")
+    runs.add(ALGM, dataset="synthetic", backbone="vit_l", gbm_layers="7", miou="70.0")
+    build_report(runs.folder, PAPER_DIR, tmp_path / "out")
+    tables = tmp_path / "out" / "tables"
+    table = read_table(tables / "tab5a__synthetic__vit_t.md")
+    assert table["window 2x2"]["mIoU"] == "61.50" and table["window 4x4"]["mIoU"] == "59.00"
+    assert table["window 2x1"]["mIoU"] == "not run"
+    assert table["Baseline"]["speed-up"] == "1.00x" and table["window 2x2"]["speed-up"] == "1.60x"
+    assert "(Segmenter ViT-T)" in (tables / "tab5a__synthetic__vit_t.md").read_text()
+    # ViT-L has one ALGM run but no baseline: a moved table needs two matched rows
+    assert not (tables / "tab5a__synthetic__vit_l.md").exists()
+    # the synthetic rows are not Seg-S runs: the ViT-S variant has nothing to show
+    assert not (tables / "tab5a__synthetic.md").exists()
