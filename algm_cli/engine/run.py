@@ -220,7 +220,8 @@ def run(cfg: DictConfig) -> dict | None:
     if "throughput" in stages:
         images = square_images(val_set, limits["throughput_images"], crop)
         speed = measure_throughput(model, images, limits["throughput_batch"], limits["warmup"],
-                                   str(cfg.eval.throughput_mode))
+                                   str(cfg.eval.throughput_mode),
+                                   rounds=int(cfg.eval.get("throughput_rounds", 1)))
         row.update(ims=speed["ims"], batch_ms=speed["batch_ms"], throughput_mode=speed["mode"],
                    throughput_batch=limits["throughput_batch"])
     if "flops" in stages:

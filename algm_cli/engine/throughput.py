@@ -46,8 +46,14 @@ def measure_throughput(
     mode: str = "duplicates",
     autocast_dtype: torch.dtype | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    rounds: int = 1,
 ) -> dict:
-    """Return {"ims", "batch_ms", "batches", "mode"} for `model` on crop-square `images`."""
+    """Return {"ims", "batch_ms", "batches", "mode"} for `model` on crop-square `images`.
+
+    rounds: timed passes over all batches (1: the released protocol; more steady a noisy CPU).
+    """
+    if rounds < 1:
+        raise ValueError(f"throughput rounds must be >= 1; got {rounds}")
     device = next(model.parameters()).device
     batches = [b.to(device) for b in make_batches(images, batch, mode)]
     model.eval()
@@ -59,7 +65,7 @@ def measure_throughput(
     for i in tqdm(range(warmup), desc="warm-up", leave=False):
         forward(batches[i % len(batches)])
     times = []
-    for x in tqdm(batches, desc="throughput", leave=False):
+    for x in tqdm(batches * rounds, desc="throughput", leave=False):
         device_sync(device)
         start = clock()
         forward(x)

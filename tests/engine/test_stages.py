@@ -64,6 +64,17 @@ def test_throughput_uses_duplicates_warmup_and_one_timed_batch_per_image():
     assert out["ims"] == pytest.approx(5 / 1) and out["batches"] == 3  # each batch took 1 tick
 
 
+def test_throughput_rounds_repeat_the_timed_pass():
+    images = [torch.full((3, 4, 4), float(i)) for i in range(3)]
+    ticks = iter(range(100))
+    model = CountingModel()
+    out = measure_throughput(model, images, batch=2, warmup=1, clock=lambda: next(ticks), rounds=3)
+    timed = model.seen[1:]
+    assert [int(x[0, 0, 0, 0]) for x in timed] == [0, 1, 2] * 3 and out["batches"] == 9
+    with pytest.raises(ValueError, match="rounds"):
+        measure_throughput(model, images, rounds=0)
+
+
 def test_mixed_batches_hold_different_images():
     images = [torch.full((3, 2, 2), float(i)) for i in range(3)]
     batches = make_batches(images, 4, "mixed")
