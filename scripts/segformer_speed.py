@@ -3,7 +3,7 @@
 For each variant and preset: fvcore GFLOPs (`count_gflops`) and the median latency of batch-1
 fp32 inference under torch.inference_mode (torch.utils.benchmark, after warm-up runs), with the
 speed-up over the unmerged model measured in the same run. The table is written atomically
-(temporary file, then rename) to results/segformer_cpu.csv.
+(store.write_atomic) to results/segformer_cpu.csv.
 
     python scripts/segformer_speed.py --variants b0 --size 1024 --runs 5
 """
@@ -11,18 +11,18 @@ speed-up over the unmerged model measured in the same run. The table is written 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from algm_cli.engine.flops import count_gflops  # noqa: E402
+from algm_cli.engine.store import write_atomic  # noqa: E402
 from algm_cli.models.segformer import Segformer, segformerpp_preset  # noqa: E402
 
 COLUMNS = ["variant", "preset", "size", "gflops", "ms", "speedup", "threads", "torch"]
@@ -69,17 +69,6 @@ def measure(variant: str, size: int, classes: int, warmup: int, runs: int) -> li
     return rows
 
 
-def write_atomic(rows: list[dict], path: Path) -> None:
-    """Write rows as CSV to a temporary file next to `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Measure, print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for variant in args.variants:
         rows += measure(variant, args.size, args.classes, args.warmup, args.runs)
-    write_atomic(rows, args.out)
+    write_atomic(args.out, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
     print(f"wrote {args.out}")
 
 

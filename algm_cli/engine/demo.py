@@ -26,10 +26,9 @@ DEMO_EVAL = ["eval.throughput_images=8", "eval.throughput_batch=8", "eval.warmup
 def demo_configs(overrides: list[str]) -> tuple:
     """Return the composed (baseline, ALGM direct) configs."""
     with initialize_config_module("algm_cli.conf", version_base="1.3"):
-        # force=true: the demo always measures (rows committed under results/runs are not
-        # reused); training still reuses a checkpoint cached in work_dir from an earlier demo
-        # results_dir=results/demo: the demo's quick timing protocol stays out of the rows that
-        # `algm report` reads (results/runs, the released protocol)
+        # force=true: the demo always measures afresh; training still reuses a checkpoint cached
+        # in work_dir. results_dir=results/demo: the demo's quick timing protocol stays out of
+        # the rows that `algm report` reads (results/runs, the released protocol)
         base = compose("run", ["merge=none", "force=true", "results_dir=results/demo",
                                *DEMO_EVAL, *overrides])
         algm = compose("run", ["merge=algm", "merge.during_training=false", "force=true",

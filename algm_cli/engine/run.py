@@ -33,7 +33,8 @@ from .flops import count_gflops
 from .setup import (
     ALGM_METHODS, BASELINE_METHODS, SCHEDULE_METHODS, Batches, ConfigError, build_model,
     build_schedule, check_model_merge, check_thresholds, crop_size, eval_stride,
-    needs_calibration, pick_device, report_error, run_key, thresholds, train_key, train_settings,
+    needs_calibration, pick_device, reduction_active, report_error, run_key, thresholds,
+    train_key, train_settings,
 )
 from .throughput import measure_throughput
 from .train import save_atomic, train
@@ -197,9 +198,13 @@ def run(cfg: DictConfig) -> dict | None:
             load_checkpoint(model, ckpt)
         else:
             print("no trained checkpoint for this config: evaluating the initial weights")
-    trained = model
-    model = build_model(cfg, eval_schedule, "eval")  # same parameters, inference-time merging
-    model.load_state_dict(trained.state_dict())
+    if reduction_active(cfg, "train") != reduction_active(cfg, "eval"):
+        # a training-free baseline / Segformer++: the inference model holds the same parameters
+        trained = model
+        model = build_model(cfg, eval_schedule, "eval")
+        model.load_state_dict(trained.state_dict())
+    elif hasattr(model, "schedule"):
+        model.schedule = eval_schedule  # ALGM / ToMe: only the schedule changes
     model.to(device).eval()
 
     if any(s in stages for s in ("eval", "throughput", "flops")):

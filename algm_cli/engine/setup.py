@@ -193,17 +193,18 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -
         elif name == "segvit":
             model = build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
         else:
-            model = build_segmenter(cfg, schedule, active)
+            model = build_segmenter(cfg, schedule, active, size, classes)
         model.encoder.bucket = int(m.get("bucket", 0))
         return model
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
 
 
-def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool) -> Segmenter:
+def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool, size: int,
+                    classes: int) -> Segmenter:
     """Return the Segmenter of the config (a ReducedSegmenter for an active baseline)."""
-    m, classes = cfg.merge, int(cfg.dataset.num_classes)
-    options = dict(decoder=cfg.model.decoder, img_size=crop_size(cfg),
+    m = cfg.merge
+    options = dict(decoder=cfg.model.decoder, img_size=size,
                    drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
                    decoder_dropout=float(cfg.model.decoder_dropout),
                    decoder_layers=int(cfg.model.decoder_layers))

@@ -94,13 +94,15 @@ def bucketed(length: int, bucket: int) -> int:
 def padded_block(block_fn, blk: nn.Module, x: Tensor, bias: Tensor | None, bucket: int) -> Tensor:
     """Run `block_fn` on x (B, L, C) zero-padded to a multiple of `bucket` tokens; return (B, L, C).
 
+    bucket=0 runs it unpadded.
+
     Padded positions are masked out as keys (additive -inf), so the valid tokens' outputs equal
     the unpadded block's; the padded rows are computed and dropped. With adaptive merging the
     token count changes every image; padding to a few bucket sizes lets a compiled block reuse
     its graphs instead of recompiling for every count.
     """
     B, L, _ = x.shape
-    extra = bucketed(L, bucket) - L
+    extra = bucketed(L, bucket) - L if bucket else 0
     if extra == 0:
         return block_fn(blk, x, bias)
     key_bias = x.new_zeros(B, 1, 1, L) if bias is None else bias.to(x.dtype)
@@ -178,24 +180,19 @@ class ViTEncoder(nn.Module):
                 sizes = torch.cat([state.sizes.new_ones(B, 1), state.sizes], dim=1)
                 bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, 1 + N')
             if spec is None and layer not in capture:  # a plain block: no merge, nothing kept
-                if self.bucket and merged:
-                    x = padded_block(self.block_fn, blk, x, bias, self.bucket)
-                else:
-                    x = self.block_fn(blk, x, bias)
-                if layer in outputs:
-                    layers[layer] = state.unmerge(x[:, 1:])
-                continue
-            out, qkv = attention(blk.attn, blk.norm1(x), bias)
-            x = x + blk.drop_path1(blk.ls1(out))
-            if layer in capture:
-                captured[layer] = x[:, 1:]
-            if spec is not None and schedule.placement == "between":
-                x, state = self._merge(spec, schedule, x, state, grid, qkv)
-                stats[spec.label] = state.num_tokens / state.num_original
-            x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-            if spec is not None and schedule.placement == "after_mlp":
-                x, state = self._merge(spec, schedule, x, state, grid, None)
-                stats[spec.label] = state.num_tokens / state.num_original
+                x = padded_block(self.block_fn, blk, x, bias, self.bucket if merged else 0)
+            else:
+                out, qkv = attention(blk.attn, blk.norm1(x), bias)
+                x = x + blk.drop_path1(blk.ls1(out))
+                if layer in capture:
+                    captured[layer] = x[:, 1:]
+                if spec is not None and schedule.placement == "between":
+                    x, state = self._merge(spec, schedule, x, state, grid, qkv)
+                    stats[spec.label] = state.num_tokens / state.num_original
+                x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+                if spec is not None and schedule.placement == "after_mlp":
+                    x, state = self._merge(spec, schedule, x, state, grid, None)
+                    stats[spec.label] = state.num_tokens / state.num_original
             if layer in outputs:
                 layers[layer] = state.unmerge(x[:, 1:])
         x = self.norm(x)

@@ -74,3 +74,13 @@ def test_segvit_trains_on_its_atm_loss():
         optimizer.step()
         first = loss.item() if first is None else first
     assert loss.item() < first
+
+
+def test_atm_class_loss_weights_no_object_queries_by_0_1():
+    # query 0 -> class 0 (present, weight 1), query 1 -> no-object (weight 0.1); masks perfect
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    classes = torch.tensor([[[[0.0, 0.0, 0.0], [0.0, 0.0, math.log(4.0)]]]])  # (1, 1, 2, 3)
+    masks = torch.full((1, 1, 2, 1, 1), 30.0)
+    expected = (math.log(3.0) + 0.1 * math.log(1.5)) / 1.1
+    assert atm_loss(classes, masks, labels, num_classes=2).item() == pytest.approx(expected,
+                                                                                   abs=1e-3)
