@@ -17,6 +17,7 @@ from torch import Tensor
 from ..models.base import SegmentationModel
 from ..models.reduction import BASELINE_METHODS, build_reduced
 from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
+from ..models.mask2former import build_mask2former
 from ..models.segformer import PRESET_ALIASES, Segformer, segformerpp_preset
 from ..models.segmenter import Segmenter
 from ..models.segvit import build_segvit
@@ -24,7 +25,7 @@ from ..models.setr import build_setr
 from .store import config_key as config_hash
 
 
-MODELS = ("segmenter", "setr", "segvit", "segformer")
+MODELS = ("segmenter", "setr", "segvit", "segformer", "mask2former")
 # merge methods: ALGM and its ablations (calibrated thresholds), ToMe (both schedules on the ViT
 # encoder), the baselines built into a Segmenter, and Segformer++ presets built into Segformer
 ALGM_METHODS = ("algm", "clap_only", "gbm_only")
@@ -155,12 +156,16 @@ def check_model_merge(cfg: DictConfig) -> None:
     if model not in MODELS:
         raise ConfigError(f"model={model!r} is not available; expected one of: {', '.join(MODELS)}")
     allowed = {"segmenter": VIT_METHODS, "setr": SCHEDULE_METHODS, "segvit": SCHEDULE_METHODS,
-               "segformer": SEGFORMER_METHODS}[model]
+               "segformer": SEGFORMER_METHODS, "mask2former": ("none", *ALGM_METHODS)}[model]
     if method not in allowed:
         raise ConfigError(f"merge={method} does not apply to model={model}; expected merge= one of "
                           f"{', '.join(allowed)}")
+    if (model == "mask2former") != str(cfg.backbone.name).startswith("eva"):
+        expected = "eva_g or eva02_t/s/b/l" if model == "mask2former" else "a ViT or MiT"
+        raise ConfigError(f"backbone={cfg.backbone.name} does not fit model={model}; "
+                          f"expected backbone={expected}")
     vit = str(cfg.backbone.name).startswith("vit_")
-    if (model == "segformer") == vit:
+    if model != "mask2former" and (model == "segformer") == vit:
         expected = "mit_b0..mit_b5" if model == "segformer" else "vit_t, vit_s, vit_b or vit_l"
         raise ConfigError(f"backbone={cfg.backbone.name} does not fit model={model}; "
                           f"expected backbone={expected}")
@@ -190,6 +195,8 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -
                              drop_path=float(cfg.model.drop_path))
         if name == "setr":
             model = build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
+        elif name == "mask2former":
+            model = build_mask2former(cfg.model, cfg.backbone, classes, size, schedule)
         elif name == "segvit":
             model = build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
         else:

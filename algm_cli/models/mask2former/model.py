@@ -1,0 +1,97 @@
+"""EVA + ViT-Adapter + Mask2Former (EVA-01's ADE20K segmentation model), with ALGM in the ViT.
+
+Forward: images padded to a multiple of 32 -> ViT-Adapter four-scale features (merging inside
+the ViT, see `vit_adapter`) -> pixel decoder -> masked transformer decoder -> semantic
+inference: softmax over the K + 1 classes (no-object dropped) times sigmoid masks, summed over
+queries, at the input resolution: (B, K, H, W) class scores (argmax is the label). Training
+loss: the set loss of `criterion` over every decoder prediction (deep supervision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..base import MergeStats, SegmentationModel
+from ..eva import EvaEncoder
+from ..schedule import NO_MERGE, MergeSchedule
+from ..vit_adapter import EvaAdapter
+from .criterion import set_loss
+from .pixel_decoder import PixelDecoder
+from .transformer_decoder import MaskedDecoder, Prediction
+
+STRIDE = 32  # the coarsest adapter level
+
+
+def pad_to(images: Tensor, multiple: int = STRIDE) -> Tensor:
+    """Return images zero-padded at the bottom/right to a multiple of `multiple`."""
+    H, W = images.shape[-2:]
+    return F.pad(images, (0, -W % multiple, 0, -H % multiple))
+
+
+def semantic_inference(classes: Tensor, masks: Tensor, size: tuple[int, int],
+                       padded: tuple[int, int]) -> Tensor:
+    """Return (B, K, H, W) scores from class logits (B, Q, K+1) and mask logits (B, Q, h, w)."""
+    masks = F.interpolate(masks, size=padded, mode="bilinear", align_corners=False)
+    masks = masks[..., :size[0], :size[1]]
+    return torch.einsum("bqk,bqhw->bkhw", classes.softmax(-1)[..., :-1], masks.sigmoid())
+
+
+class Mask2Former(SegmentationModel):
+    """EVA ViT (+ merge schedule) -> ViT-Adapter -> Mask2Former pixel decoder and decoder."""
+
+    def __init__(self, backbone: str, num_classes: int, img_size: int,
+                 schedule: MergeSchedule = NO_MERGE, *, interactions: list[tuple[int, int]],
+                 adapter_heads: int, dim: int = 256, heads: int = 8, ffn: int = 1024,
+                 queries: int = 100, enc_layers: int = 6, dec_layers: int = 9,
+                 dec_ffn: int = 2048, drop_path: float = 0.0, pretrained: bool = False,
+                 points: int = 12544) -> None:
+        super().__init__()
+        self.num_classes, self.points = num_classes, points
+        vit = EvaEncoder(backbone, img_size, drop_path, pretrained)
+        schedule.check_depth(vit.depth)
+        self.schedule = schedule
+        self.encoder = EvaAdapter(vit, interactions, adapter_heads)
+        width = vit.dim
+        self.pixel_decoder = PixelDecoder([width] * 4, dim, dim, enc_layers, heads, 4, ffn)
+        self.decoder = MaskedDecoder(dim, num_classes, queries, dec_layers, heads, dec_ffn, dim)
+
+    def predictions(self, images: Tensor) -> tuple[list[Prediction], MergeStats]:
+        """Return every decoder layer's (class logits, mask logits at stride 4) and merge stats."""
+        out = self.encoder(pad_to(images), self.schedule)
+        mask_features, maps = self.pixel_decoder(out.features)
+        return self.decoder(maps, mask_features), out.stats
+
+    def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
+        """Return (class scores (B, K, H, W), kept-token fractions after each merge step)."""
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        padded = tuple(-(-s // STRIDE) * STRIDE for s in size)
+        preds, stats = self.predictions(images)
+        classes, masks = preds[-1]
+        return semantic_inference(classes, masks, size, padded), stats
+
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+        """Return the set loss summed over the decoder's predictions (labels (B, H, W))."""
+        preds, _ = self.predictions(images)
+        H, W = labels.shape[-2:]
+        padded = F.pad(labels, (0, -W % STRIDE, 0, -H % STRIDE), value=ignore_index)
+        return set_loss(preds, padded, self.num_classes, ignore_index, points=self.points)
+
+
+def build_mask2former(cfg_model: Mapping, cfg_backbone: Mapping, num_classes: int, img_size: int,
+                      schedule: MergeSchedule) -> Mask2Former:
+    """Return the Mask2Former of `conf/model/mask2former.yaml` + an EVA backbone config."""
+    adapter, head = cfg_backbone["adapter"], cfg_backbone["head"]
+    return Mask2Former(
+        str(cfg_backbone["name"]), int(num_classes), int(img_size), schedule,
+        interactions=[(int(a), int(b)) for a, b in adapter["interactions"]],
+        adapter_heads=int(adapter["heads"]), dim=int(head["dim"]), heads=int(head["heads"]),
+        ffn=int(head["ffn"]), queries=int(head["queries"]), enc_layers=int(head["enc_layers"]),
+        dec_layers=int(head["dec_layers"]), dec_ffn=int(head["ffn"]),
+        drop_path=float(cfg_model.get("drop_path", 0.0)),
+        pretrained=bool(cfg_model.get("pretrained", False)),
+        points=int(cfg_model.get("points", 12544)),
+    )
