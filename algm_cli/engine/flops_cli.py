@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from .flops import count_gflops
+from ..models.schedule import NO_MERGE
 from .setup import ConfigError, report_error, build_model, build_schedule, crop_size
 
 
@@ -19,11 +20,23 @@ def model_gflops(cfg: DictConfig) -> float:
     return count_gflops(model, image)
 
 
+def mask2former_gflops(cfg: DictConfig) -> tuple[dict[str, float], float]:
+    """Return (GMACs breakdown of the full count, the paper's convention) on meta tensors."""
+    from ..models.mask2former.flops import macs_breakdown, paper_convention
+
+    parts = macs_breakdown(lambda: build_model(cfg, NO_MERGE), crop_size(cfg))
+    return parts, paper_convention(parts)
+
+
 @hydra.main(config_path="pkg://algm_cli.conf", config_name="flops", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Print the model, input size and `GFLOPs: <value>`."""
+    """Print the model, input size and `GFLOPs: <value>` (EVA + Mask2Former: full count first)."""
     try:
-        value = model_gflops(cfg)
+        if cfg.model.name == "mask2former" and cfg.merge.method == "none":
+            parts, value = mask2former_gflops(cfg)
+            print("full count (GMACs): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+        else:
+            value = model_gflops(cfg)
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
     size = crop_size(cfg)
