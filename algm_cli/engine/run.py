@@ -192,7 +192,9 @@ def run(cfg: DictConfig) -> dict | None:
                          weight_decay=settings["weight_decay"], poly_power=settings["poly_power"],
                          min_lr=settings["min_lr"], amp=settings["amp"],
                          checkpoint_every=int(cfg.train.checkpoint_every),
-                         optimizer=settings["optimizer"], device=device)
+                         optimizer=settings["optimizer"], device=device,
+                         warmup=int(settings.get("warmup", 0)),
+                         layer_decay=settings.get("layer_decay"))
             row.update(train_iterations=info["iterations"], final_loss=info["final_loss"])
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)

@@ -241,6 +241,9 @@ def train_settings(cfg: DictConfig) -> dict:
         "min_lr": float(t.min_lr),
         "amp": bool(t.amp),
     }
+    for key, default in (("warmup", 0), ("layer_decay", None)):  # keys only when set (old hashes)
+        if t.get(key, default) != default:
+            settings[key] = t[key]
     if cfg.smoke:
         settings["iterations"] = min(settings["iterations"], 3)
         settings["batch_size"] = min(settings["batch_size"], 2)

@@ -98,3 +98,23 @@ def test_eva_g_gflops_at_the_paper_convention():
     parts = macs_breakdown(lambda: Mask2Former("eva_g", 150, 896, **EVA_G), 896)
     assert abs(parts["total"] - 6746.0) < 1.0  # the full count: backbone 4.28 T, adapter, head
     assert abs(paper_convention(parts) - 4080) / 4080 < 0.03
+
+
+def test_layer_wise_lr_decay_groups(tiny):
+    groups = tiny.param_groups(0.05, 0.5)
+    scale = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+    blocks = tiny.encoder.encoder.blocks
+    assert scale[id(tiny.encoder.encoder.patch_embed.proj.weight)] == (0.5 ** 13, 0.05)
+    assert scale[id(blocks[0].attn.qkv.weight)] == (0.5 ** 12, 0.05)
+    assert scale[id(blocks[11].mlp.fc1.weight)] == (0.5, 0.05)
+    assert scale[id(tiny.encoder.encoder.pos_embed)] == (0.5 ** 13, 0.0)
+    assert scale[id(tiny.decoder.class_embed.bias)] == (1.0, 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(tiny.parameters()))
+
+
+def test_linear_warm_up_factor():
+    from algm_cli.engine.train import warmup_factor
+
+    assert warmup_factor(0, 500) == pytest.approx(1e-6)
+    assert warmup_factor(250, 500) == pytest.approx(0.5, rel=1e-5)
+    assert warmup_factor(500, 500) == 1.0 and warmup_factor(7, 0) == 1.0

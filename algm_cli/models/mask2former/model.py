@@ -73,6 +73,32 @@ class Mask2Former(SegmentationModel):
         classes, masks = preds[-1]
         return semantic_inference(classes, masks, size, padded), stats
 
+    def param_groups(self, weight_decay: float, layer_decay: float) -> list[dict]:
+        """Return AdamW groups with BEiT's layer-wise LR decay (`lr_scale`) and no decay on norms.
+
+        As EVA's LayerDecayOptimizerConstructor: with L = depth + 2, the patch embedding, class
+        token and position embedding are layer 0, block i is layer i + 1, everything else (the
+        adapter, pixel decoder, decoder) layer L - 1; scale = layer_decay ** (L - 1 - layer).
+        Biases, norms (1-D parameters), position embedding and class token get no weight decay.
+        """
+        depth = self.encoder.depth
+        groups: dict[tuple[int, bool], list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("encoder.encoder.blocks."):
+                layer = int(name.split(".")[3]) + 1
+            elif name.startswith(("encoder.encoder.patch_embed", "encoder.encoder.cls_token",
+                                  "encoder.encoder.pos_embed")):
+                layer = 0
+            else:
+                layer = depth + 1
+            no_decay = p.ndim == 1 or name.endswith(("pos_embed", "cls_token"))
+            groups.setdefault((layer, no_decay), []).append(p)
+        return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay,
+                 "lr_scale": layer_decay ** (depth + 1 - layer)}
+                for (layer, no_decay), ps in sorted(groups.items())]
+
     def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
         """Return the set loss summed over the decoder's predictions (labels (B, H, W))."""
         preds, _ = self.predictions(images)
