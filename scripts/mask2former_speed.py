@@ -6,7 +6,7 @@ the backbone's layers, thresholds given), alternating the two in each round so t
 load affects both alike; prints median latency, speed-up, tokens kept and fvcore GFLOPs.
 
     python scripts/mask2former_speed.py --backbone eva02_t --size 128 --tau 0.9 \
-        --checkpoint runs/checkpoints/<key>.pt
+        --checkpoint runs/checkpoints/<key>.pt --data data/synthetic
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from algm_cli.data.ade20k import ADE20K  # noqa: E402
+from algm_cli.engine.data import square_images  # noqa: E402
 from algm_cli.engine.flops import count_gflops  # noqa: E402
 from algm_cli.models.mask2former import build_mask2former  # noqa: E402
 from algm_cli.models.schedule import NO_MERGE, algm_schedule  # noqa: E402
@@ -38,13 +40,21 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.9, help="CLAP and GBM threshold")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data", default=None,
+                   help="an ADE20K-layout root (e.g. data/synthetic): time its first validation "
+                        "images resized to size x size instead of random noise")
     args = p.parse_args()
     backbone = OmegaConf.load(CONF / "backbone" / f"{args.backbone}.yaml")
     model = build_mask2former({}, backbone, args.classes, args.size, NO_MERGE).eval()
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
     algm = algm_schedule(args.tau, args.tau, gbm_layers=tuple(backbone.gbm_layers))
-    images = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    if args.data:
+        val = ADE20K(Path(args.data), "val", num_classes=args.classes)
+        images = torch.stack(square_images(val, args.batch, args.size))
+    else:
+        images = torch.randn(args.batch, 3, args.size, args.size,
+                             generator=torch.Generator().manual_seed(0))
     times = {"none": [], "algm": []}
     kept = {}
     with torch.inference_mode():
