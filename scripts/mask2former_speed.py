@@ -40,12 +40,16 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.9, help="CLAP and GBM threshold")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--model-size", type=int, default=None,
+                   help="crop the checkpoint was built for (default --size); inputs of another "
+                        "size get resized position embeddings")
     p.add_argument("--data", default=None,
                    help="an ADE20K-layout root (e.g. data/synthetic): time its first validation "
                         "images resized to size x size instead of random noise")
     args = p.parse_args()
     backbone = OmegaConf.load(CONF / "backbone" / f"{args.backbone}.yaml")
-    model = build_mask2former({}, backbone, args.classes, args.size, NO_MERGE).eval()
+    model = build_mask2former({}, backbone, args.classes, args.model_size or args.size,
+                              NO_MERGE).eval()
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
     algm = algm_schedule(args.tau, args.tau, gbm_layers=tuple(backbone.gbm_layers))
