@@ -9,12 +9,12 @@ from algm_cli.engine.run import run
 from algm_cli.engine.setup import ConfigError, check_model_merge
 
 
-def cfg_for(tmp_path, *overrides):
+def cfg_for(tmp_path, *overrides, model="mask2former"):
+    family = ["model=mask2former", "model.points=256"] if model == "mask2former" else [f"model={model}"]
     with initialize_config_module("algm_cli.conf", version_base="1.3"):
         return compose("run", [
             "smoke=true", f"results_dir={tmp_path / 'results'}", f"work_dir={tmp_path / 'work'}",
-            f"dataset.root={tmp_path / 'synthetic'}", "model=mask2former", "backbone=eva02_t",
-            "model.points=256", *overrides,
+            f"dataset.root={tmp_path / 'synthetic'}", *family, "backbone=eva02_t", *overrides,
         ])
 
 
@@ -37,4 +37,4 @@ def test_mask2former_needs_an_eva_backbone_and_an_algm_family_merge(tmp_path):
     with pytest.raises(ConfigError, match="merge=tome does not apply to model=mask2former"):
         check_model_merge(cfg_for(tmp_path, "merge=tome"))
     with pytest.raises(ConfigError, match="backbone=eva02_t does not fit model=segmenter"):
-        check_model_merge(cfg_for(tmp_path, "model=segmenter"))
+        check_model_merge(cfg_for(tmp_path, model="segmenter"))
