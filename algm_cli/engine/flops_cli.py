@@ -7,14 +7,15 @@ import torch
 from omegaconf import DictConfig
 
 from .flops import count_gflops
-from .setup import ConfigError, report_error, build_model, build_schedule, crop_size
+from .setup import build_model, build_schedule
+from .spec import ConfigError, report_error, resolve_spec
 
 
 def model_gflops(cfg: DictConfig) -> float:
     """Return the GFLOPs of one forward of the configured model on a seeded random image."""
-    schedule = build_schedule(cfg, "eval", None)
-    model = build_model(cfg, schedule)
-    size = crop_size(cfg)
+    spec = resolve_spec(cfg)
+    model = build_model(spec, build_schedule(spec, "eval", None))
+    size = spec.dataset.crop
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(int(cfg.seed)))
     return count_gflops(model, image)
 
@@ -26,7 +27,7 @@ def main(cfg: DictConfig) -> None:
         value = model_gflops(cfg)
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
-    size = crop_size(cfg)
+    size = resolve_spec(cfg).dataset.crop
     print(f"{cfg.model.name} {cfg.backbone.name} ({cfg.model.decoder} decoder), {cfg.dataset.name} "
           f"{size}x{size}, {cfg.dataset.num_classes} classes, merge={cfg.merge.method}")
     print(f"GFLOPs: {value:.2f}")

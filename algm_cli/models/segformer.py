@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..merge.segformerpp import MERGE_MODES, merge_tokens
 from ..merge.state import MergeState
 from .base import MergeStats, SegmentationModel
+from .registry import BuildRequest, register_family
 
 Grid = tuple[int, int]
 
@@ -401,3 +402,14 @@ class Segformer(SegmentationModel):
         logits = self.decode_head(features)  # (B, K, H / 4, W / 4)
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits, stats
+
+
+def build_segformer(request: BuildRequest) -> Segformer:
+    """Return the Segformer of `request`; its Segformer++ preset only while the merge is active."""
+    preset = request.merge["method"] if request.reduction_active else "none"
+    return Segformer(request.backbone.removeprefix("mit_"), int(request.num_classes),
+                     segformerpp_preset(preset), drop_path=float(request.model["drop_path"]))
+
+
+register_family(name="segformer", builder=build_segformer, backbone="mit",
+                merges=("none", *PRESET_ALIASES), objective="cross_entropy")

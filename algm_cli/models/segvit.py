@@ -48,6 +48,7 @@ summed with equal weights. As released, ignore-label pixels count as background 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +56,11 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
+from .registry import SCHEDULE_METHODS, BuildRequest, build_vit_family, register_family
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH
-from .setr import layer_outputs, pad_to_patch, plain_vit_encoder, resize_crop
+from .blocks import pad_to_patch, resize_crop
+from .setr import layer_outputs, plain_vit_encoder
 
 # encoder depth -> 1-based layers the ATM decoder reads (shallow to deep)
 ATM_LAYERS: dict[int, tuple[int, ...]] = {12: (6, 8, 12), 24: (8, 16, 24)}
@@ -256,21 +259,17 @@ class SegViT(SegmentationModel):
         return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid()), stats
 
 
-def build_segvit(
-    cfg_model: Mapping,
-    backbone: str,
-    num_classes: int,
-    img_size: int,
-    schedule: MergeSchedule,
-) -> SegViT:
+SEGVIT_OPTIONS = {"drop_path": (0.0, float), "pretrained": (False, bool),
+                  "decoder_layers": (3, int), "decoder_dropout": (0.1, float)}
+
+
+def build_segvit(cfg_model: Mapping, backbone: str, num_classes: int, img_size: int,
+                 schedule: MergeSchedule) -> SegViT:
     """Return the SegViT described by a `conf/model/segvit.yaml`-style mapping."""
-    return SegViT(
-        backbone=backbone,
-        num_classes=int(num_classes),
-        img_size=int(img_size),
-        schedule=schedule,
-        drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
-        decoder_layers=int(cfg_model.get("decoder_layers", 3)),
-        decoder_dropout=float(cfg_model.get("decoder_dropout", 0.1)),
-    )
+    return build_vit_family(SegViT, SEGVIT_OPTIONS, BuildRequest(
+        backbone, num_classes, img_size, schedule, cfg_model, {}))
+
+
+register_family(name="segvit", builder=partial(build_vit_family, SegViT, SEGVIT_OPTIONS),
+                backbone="vit", merges=SCHEDULE_METHODS, bucket=True,
+                objective="ATM: class CE + focal + dice per layer", analyze=True)

@@ -38,14 +38,17 @@ position embeddings are resized with the encoder's bilinear rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
+from .registry import SCHEDULE_METHODS, BuildRequest, build_vit_family, register_family
 from .schedule import NO_MERGE, MergeSchedule
-from .vit import PATCH, EncoderOutput, ViTEncoder
+from .blocks import pad_to_patch, resize_crop
+from .vit import EncoderOutput, ViTEncoder
 
 LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
 DECODERS = ("naive", "pup", "mla")
@@ -82,23 +85,10 @@ def plain_vit_encoder(
     return encoder
 
 
-def pad_to_patch(images: Tensor) -> Tensor:
-    """Return images (B, 3, H, W) zero-padded on the bottom / right to multiples of 16."""
-    H, W = images.shape[-2:]
-    pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
-    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-
-
 def tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """Return patch tokens (B, N, C) as a feature map (B, C, gh, gw)."""
     B, N, C = tokens.shape
     return tokens.transpose(1, 2).reshape(B, C, grid[0], grid[1])
-
-
-def resize_crop(x: Tensor, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """Return maps (B, K, h, w) upsampled bilinearly to the padded size and cropped to `size`."""
-    x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
-    return x[..., : size[0], : size[1]]
 
 
 def layer_outputs(enc: EncoderOutput, layers: tuple[int, ...], depth: int) -> dict[int, Tensor]:
@@ -299,21 +289,17 @@ class SETR(SegmentationModel):
         return self._forward(images, with_aux=True)[1]
 
 
-def build_setr(
-    cfg_model: Mapping,
-    backbone: str,
-    num_classes: int,
-    img_size: int,
-    schedule: MergeSchedule,
-) -> SETR:
+SETR_OPTIONS = {"decoder": ("naive", str), "drop_path": (0.0, float),
+                "pretrained": (False, bool), "aux": (True, bool)}
+
+
+def build_setr(cfg_model: Mapping, backbone: str, num_classes: int, img_size: int,
+               schedule: MergeSchedule) -> SETR:
     """Return the SETR described by a `conf/model/setr.yaml`-style mapping."""
-    return SETR(
-        backbone=backbone,
-        num_classes=int(num_classes),
-        decoder=str(cfg_model.get("decoder", "naive")),
-        img_size=int(img_size),
-        schedule=schedule,
-        drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
-        aux=bool(cfg_model.get("aux", True)),
-    )
+    return build_vit_family(SETR, SETR_OPTIONS, BuildRequest(
+        backbone, num_classes, img_size, schedule, cfg_model, {}))
+
+
+register_family(name="setr", builder=partial(build_vit_family, SETR, SETR_OPTIONS),
+                backbone="vit", merges=SCHEDULE_METHODS, bucket=True,
+                objective="cross_entropy + 0.4 x auxiliary heads", analyze=True)
