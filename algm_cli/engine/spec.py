@@ -274,12 +274,14 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
         raise
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    has = lambda key: key in cfg and cfg[key] is not None  # noqa: E731
+    # a command without training / evaluation groups (analyze, flops) may still carry a model's
+    # partial `train:` overrides; the group counts only when it is complete
+    has = lambda key, probe: key in cfg and cfg[key] is not None and probe in cfg[key]  # noqa: E731
     return RunSpec(
         model=fam.name, model_options=frozen(cfg.model), family=fam, backbone=facts,
         dataset=dataset_spec(cfg), merge=merge,
-        train=train_recipe(cfg) if has("train") else None,
-        eval=eval_protocol(cfg) if has("eval") else None,
+        train=train_recipe(cfg) if has("train", "iterations") else None,
+        eval=eval_protocol(cfg) if has("eval", "images") else None,
         seed=int(cfg.get("seed", 0)), smoke=bool(cfg.get("smoke", False)),
         device=str(cfg.get("device", "auto")),
         checkpoint=None if cfg.get("checkpoint") is None else str(cfg.checkpoint),

@@ -1,7 +1,7 @@
 """Segmenter with another token-reduction method: EViT, ACT, ELViT, AiluRus, dense ToMe (issue 9).
 
 The encoder forward here is its own block loop over the modules of `ViTEncoder` (patch
-embedding, class token, position embeddings, timm blocks, final norm) and `vit.attention`, so a
+embedding, class token, position embeddings, timm blocks, final norm) and `models/blocks.py`, so a
 `ReducedSegmenter` holds exactly the parameters of a `Segmenter` and loads the same checkpoints.
 The method-specific tensor work lives in `algm_cli.merge.baselines`.
 
@@ -17,15 +17,7 @@ layer, EViT and AiluRus copy every merged token back to the positions it stands 
 final norm. Statistics map "L<l>:<method>" to the patch tokens (ACT: queries) that layer
 processes, as a fraction of the original count.
 
-Choices where the sources (as far as this project has them) are silent, all configurable:
-- default layers (conf/merge/*.yaml): ELViT clusters the input of layer 11 of 24 (its Segmenter
-  ViT-L setting) and 6 of 12; ACT and dense ToMe start at that same layer, so the compared
-  methods share the full-resolution early layers; EViT reduces in layers 4/7/10 of 12 (EViT's
-  own) and 8/14/20 of 24 (the same depth fractions); AiluRus clusters the input of layer 3 of 24
-  (the output of layer 2, where its appendix clusters Segmenter ViT-L) and 2 of 12.
-- dense ToMe merges the LayerNorm-ed sub-block input (the tokens the sub-block reads), matched
-  by their own cosine similarity, and keeps ToMe's proportional attention.
-- the class token is never reduced (ACT: its query stays exact).
+Default layers and the choices made where the sources are silent: docs/MODELS.md.
 """
 
 from __future__ import annotations
@@ -37,16 +29,8 @@ from torch import Tensor, nn
 
 from ..merge import MergeState
 from ..merge.baselines import (
-    clustered_attention,
-    cls_attention,
-    cluster_grid_side,
-    dpc_merge,
-    evit_fuse,
-    evit_keep_count,
-    knn_reconstruct,
-    size_bias,
-    soft_cluster,
-    tome_dense_merge,
+    clustered_attention, cls_attention, cluster_grid_side, dpc_merge, evit_fuse, evit_keep_count,
+    knn_reconstruct, size_bias, soft_cluster, tome_dense_merge,
 )
 from .base import MergeStats
 from .schedule import NO_MERGE

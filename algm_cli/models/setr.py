@@ -1,38 +1,11 @@
 """SETR (Zheng et al., CVPR 2021) on the merging ViT encoder: naive, PUP and MLA decoders.
 
-Layouts follow the authors' released configs (fudan-zvg/SETR, ADE20K 512 x 512):
-- encoder: ViT-B/L patch 16, LayerNorm eps 1e-6 everywhere, no final norm (each head normalises
-  its own input with a LayerNorm eps 1e-6), dropout and drop-path 0.
-- naive: LayerNorm, 1x1 conv (C -> 256) + BN + ReLU, 1x1 classifier on the patch grid, bilinear
-  upsampling to the image. Auxiliary heads of the same form on layers 10, 15, 20 (ViT-L) or
-  3, 6, 9 (ViT-B, the released `Naive_Base` layout).
-- PUP: LayerNorm, four 3x3 conv (256) + BN + ReLU stages with 2x bilinear upsampling after the
-  first three, a 1x1 classifier at 1/2 resolution, 2x to the image. Auxiliary heads: LayerNorm,
-  3x3 conv + BN + ReLU, 4x upsampling, 1x1 classifier, on layers 10, 15, 20, 24 (ViT-L) or
-  5, 8, 10, 12 (ViT-B, the released DeiT-B layout).
-- MLA: layers 6, 12, 18, 24 (ViT-L) or 3, 6, 9, 12 (ViT-B), each LayerNorm-ed and projected by a
-  1x1 conv (256) + BN + ReLU; top-down aggregation (each level adds all deeper ones) followed by
-  a 3x3 conv + BN + ReLU per level; per-level head of two 3x3 convs (128) + BN + ReLU and 4x
-  upsampling (align_corners=True), concatenation (512) and a 3x3 classifier; auxiliary heads are
-  one bias-free 1x1 classifier per aggregated level.
-BatchNorm stands for the released SyncBN (a distributed training loop can convert it with
-`nn.SyncBatchNorm.convert_sync_batchnorm`).
+Layouts of the released configs (fudan-zvg/SETR), GFLOPs checks (only the naive decoder
+reproduces the paper, so it is the default) and deviations: docs/MODELS.md.
 
 Merging: the decoders are convolutional, so they read every layer UNMERGED on the full patch
 grid: the final tokens are unmerged with the merge state, intermediate layers come unmerged from
 the encoder (`outputs=`). With a schedule that merges nothing the model equals the baseline.
-
-GFLOPs (fvcore, ADE20K 512 x 512, 150 classes, auxiliary heads not run):
-    decoder   ViT-B    ViT-L
-    naive     107.5    362.7    (paper: SETR-B 108, ALGM Tab. 3; SETR-L 363, ALGM Tab. 1)
-    PUP       162.5    418.2    (four 3x3 convs up to 1/2 resolution)
-    MLA       123.7    379.1    (mostly its 3x3 classifier at 1/4 resolution)
-Only the naive decoder reproduces the paper (within 0.5%); the paper's SETR-L mIoU (48.1) is also
-the released SETR-Naive's (48.06), so `naive` is the configured default.
-
-Deviations from the released code: the class token takes part in attention for every decoder
-(the released MLA backbone drops it after adding position embeddings; about +0.1% FLOPs), and
-position embeddings are resized with the encoder's bilinear rule.
 """
 
 from __future__ import annotations
@@ -45,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
+from .blocks import pad_to_patch, resize_crop
 from .registry import SCHEDULE_METHODS, BuildRequest, build_vit_family, register_family
 from .schedule import NO_MERGE, MergeSchedule
-from .blocks import pad_to_patch, resize_crop
 from .vit import EncoderOutput, ViTEncoder
 
 LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
