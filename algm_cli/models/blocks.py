@@ -1,6 +1,7 @@
 """ViT block toolkit shared by the dense (vit.py), ragged (ragged.py) and baseline (reduction.py)
-encoders: patch + position embedding, attention exposing q/k/v, a block with a merge hook, packed
-attention, token buckets, and the pad -> upsample -> crop step of the segmentation heads.
+encoders: patch + position embedding, attention exposing q/k/v, a block split at its merge point
+(`attention_residual` -> merge -> `mlp_residual`), packed attention, token buckets, and the
+pad -> upsample -> crop step of the segmentation heads.
 
 Plain blocks run timm's own `Block.forward` (fused attention with an additive mask); where a merge
 needs q/k/v, `attention` repeats timm's `Attention.forward` (fused path) and returns them too.
@@ -122,13 +123,6 @@ def mlp_residual(blk: nn.Module, x: Tensor) -> Tensor:
 def full_block(blk: nn.Module, x: Tensor, bias: Tensor | None = None) -> Tensor:
     """Return one timm block's output on x (B, L, C) (timm's own forward, additive mask)."""
     return blk(x, attn_mask=bias)
-
-
-def hooked_block(blk: nn.Module, x: Tensor, bias: Tensor | None,
-                 hook: Callable[[Tensor, QKV], Tensor]) -> Tensor:
-    """Return a timm block's output with `hook(x, qkv)` applied between MHSA and MLP (merging)."""
-    x, qkv = attention_residual(blk, x, bias)
-    return mlp_residual(blk, hook(x, qkv))
 
 
 def packed_block(blk: nn.Module, x: Tensor, lengths: list[int]) -> Tensor:
