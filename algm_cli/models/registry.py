@@ -170,3 +170,13 @@ def build_vit_family(cls, options: Mapping[str, tuple], request: BuildRequest) -
                 **read_options(request.model, options))
     model.encoder.bucket = int(request.bucket)
     return model
+
+
+def mapping_builder(cls, options: Mapping[str, tuple]) -> Callable:
+    """Return build(cfg_model, backbone, num_classes, img_size, schedule) -> `cls` (a config map)."""
+    def build(cfg_model: Mapping, backbone: str, num_classes: int, img_size: int, schedule):
+        request = BuildRequest(backbone, num_classes, img_size, schedule, cfg_model, {})
+        return build_vit_family(cls, options, request)
+
+    build.__doc__ = f"Return the {cls.__name__} described by a conf/model mapping."
+    return build

@@ -15,7 +15,6 @@ summed with equal weights. As released, ignore-label pixels count as background 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 
 import torch
@@ -24,7 +23,7 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
-from .registry import SCHEDULE_METHODS, BuildRequest, build_vit_family, register_family
+from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH
 from .blocks import pad_to_patch, resize_crop
@@ -231,12 +230,7 @@ SEGVIT_OPTIONS = {"drop_path": (0.0, float), "pretrained": (False, bool),
                   "decoder_layers": (3, int), "decoder_dropout": (0.1, float)}
 
 
-def build_segvit(cfg_model: Mapping, backbone: str, num_classes: int, img_size: int,
-                 schedule: MergeSchedule) -> SegViT:
-    """Return the SegViT described by a `conf/model/segvit.yaml`-style mapping."""
-    return build_vit_family(SegViT, SEGVIT_OPTIONS, BuildRequest(
-        backbone, num_classes, img_size, schedule, cfg_model, {}))
-
+build_segvit = mapping_builder(SegViT, SEGVIT_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)
 
 register_family(name="segvit", builder=partial(build_vit_family, SegViT, SEGVIT_OPTIONS),
                 backbone="vit", merges=SCHEDULE_METHODS, bucket=True,

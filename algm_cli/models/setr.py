@@ -10,7 +10,6 @@ the encoder (`outputs=`). With a schedule that merges nothing the model equals t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 
 import torch
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
 from .blocks import pad_to_patch, resize_crop
-from .registry import SCHEDULE_METHODS, BuildRequest, build_vit_family, register_family
+from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import EncoderOutput, ViTEncoder
 
@@ -266,12 +265,7 @@ SETR_OPTIONS = {"decoder": ("naive", str), "drop_path": (0.0, float),
                 "pretrained": (False, bool), "aux": (True, bool)}
 
 
-def build_setr(cfg_model: Mapping, backbone: str, num_classes: int, img_size: int,
-               schedule: MergeSchedule) -> SETR:
-    """Return the SETR described by a `conf/model/setr.yaml`-style mapping."""
-    return build_vit_family(SETR, SETR_OPTIONS, BuildRequest(
-        backbone, num_classes, img_size, schedule, cfg_model, {}))
-
+build_setr = mapping_builder(SETR, SETR_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)
 
 register_family(name="setr", builder=partial(build_vit_family, SETR, SETR_OPTIONS),
                 backbone="vit", merges=SCHEDULE_METHODS, bucket=True,
