@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..data import DatasetError
 from ..data.transforms import IGNORE, eval_resize, normalize
 from ..engine.data import open_dataset
-from ..engine.run import run_calibration
+from ..engine.calibration import run_calibration
 from ..engine.setup import (
     ConfigError, build_model, build_schedule, crop_size, eval_stride, pick_device, report_error,
     resolve_spec,

@@ -23,10 +23,9 @@ import torch
 from omegaconf import DictConfig
 
 from ..data import DatasetError
-from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from . import store
-from .calibrate import calibrate
+from .calibration import run_calibration
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
 from .flops import count_gflops
@@ -47,47 +46,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def base_weights(spec: RunSpec, work: Path) -> tuple[str, Path | None]:
-    """Return (identity, path) of the weights calibration runs on (path None: initial model)."""
-    if spec.checkpoint is not None:
-        path = Path(spec.checkpoint)
-        return f"checkpoint:{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}", path
-    key = train_key(spec, NO_MERGE)
-    path = work / "checkpoints" / f"{key}.pt"
-    if path.is_file():
-        return f"trained:{key}", path
-    pretrained = spec.model_options["pretrained"]
-    return f"init:{spec.model}:{spec.backbone.name}:{pretrained}:{spec.seed}", None
-
-
-def run_calibration(spec: RunSpec, work: Path, device, images: int, allowed: bool) -> float | None:
-    """Return the calibrated tau (cached in work_dir/calibration), or None when not needed."""
-    if not spec.merge.needs_calibration():
-        return None
-    identity, weights = base_weights(spec, work)
-    key = store.config_key({"weights": identity, "dataset": spec.dataset.name,
-                            "crop": spec.dataset.crop, "images": images})
-    cache = work / "calibration" / f"{key}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())["tau"]
-    if not allowed:
-        raise ConfigError("a threshold is 'auto' but no calibration is cached for this base model;"
-                          " add 'calibrate' to stages or set merge.clap_threshold/gbm_threshold")
-    model = build_model(spec, NO_MERGE)
-    if weights is not None:
-        load_checkpoint(model, weights)
-    model.to(device)
-    train_set = open_dataset(spec.dataset, "train")
-    batch = square_images(train_set, images, spec.dataset.crop)
-    batches = [torch.stack(batch[i : i + 4]).to(device) for i in range(0, len(batch), 4)]
-    result = calibrate(model.encoder, batches)
-    payload = {**result.to_dict(), "weights": identity}
-    store.write_atomic(cache, json.dumps(payload, indent=1))
-    print(f"calibrated tau = {result.tau:.4f} (mean {result.mean:.4f} + std {result.std:.4f}, "
-          f"{result.images} images)")
-    return result.tau
 
 
 def train_stage(spec: RunSpec, model, ckpt: Path, device) -> dict:
