@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ..data.transforms import IGNORE
 from .base import MergeStats, SegmentationModel
 from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
@@ -131,7 +132,7 @@ DICE_WEIGHT = 1.0
 
 
 def atm_loss(classes: Tensor, masks: Tensor, labels: Tensor, num_classes: int,
-             ignore_index: int = 255) -> Tensor:
+             ignore_index: int = IGNORE) -> Tensor:
     """Return SegViT's ATM loss summed over levels.
 
     classes: (L, B, K, K + 1) class logits; masks: (L, B, K, gh, gw) mask logits on the patch
@@ -211,7 +212,7 @@ class SegViT(SegmentationModel):
         """
         return self._decode(pad_to_patch(images))
 
-    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = IGNORE) -> Tensor:
         """Return the ATM set-prediction loss summed over the decoder levels (see module doc)."""
         classes, masks, _ = self.forward_atm(images)
         return atm_loss(classes, masks, labels, self.num_classes, ignore_index)

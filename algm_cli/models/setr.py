@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.transforms import IGNORE
 from .base import MergeStats, SegmentationModel
 from .blocks import pad_to_patch, resize_crop
 from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
@@ -247,7 +248,7 @@ class SETR(SegmentationModel):
         """Return (logits (B, K, H, W), [auxiliary logits (B, K, H, W)], stats), one encoding."""
         return self._forward(images, with_aux=True)
 
-    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = IGNORE) -> Tensor:
         """Return CE of the main head + `aux_weight` x CE of each auxiliary head (released recipe)."""
         logits, aux, _ = self._forward(images, with_aux=bool(len(self.aux_heads)))
         loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
