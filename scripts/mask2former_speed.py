@@ -25,6 +25,7 @@ from algm_cli.data.ade20k import ADE20K  # noqa: E402
 from algm_cli.engine.data import square_images  # noqa: E402
 from algm_cli.engine.flops import count_gflops  # noqa: E402
 from algm_cli.models.mask2former import build_mask2former  # noqa: E402
+from algm_cli.models.registry import BuildRequest  # noqa: E402
 from algm_cli.models.schedule import NO_MERGE, algm_schedule  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -48,8 +49,9 @@ def main() -> None:
                         "images resized to size x size instead of random noise")
     args = p.parse_args()
     backbone = OmegaConf.load(CONF / "backbone" / f"{args.backbone}.yaml")
-    model = build_mask2former({}, backbone, args.classes, args.model_size or args.size,
-                              NO_MERGE).eval()
+    request = BuildRequest(args.backbone, args.classes, args.model_size or args.size, NO_MERGE,
+                           {}, {})
+    model = build_mask2former(request).eval()
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
     algm = algm_schedule(args.tau, args.tau, gbm_layers=tuple(backbone.gbm_layers))

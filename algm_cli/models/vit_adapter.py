@@ -140,6 +140,7 @@ class EvaAdapter(nn.Module):
                  inplanes: int = 64) -> None:
         super().__init__()
         dim = encoder.dim
+        interactions = [tuple(g) for g in interactions]
         covered = [i for a, b in interactions for i in range(a, b + 1)]
         if len(interactions) != 4 or covered != list(range(encoder.depth)):
             raise ValueError(f"adapter interactions {interactions} must be 4 groups covering "

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 
 from algm_cli.data.synthetic import SyntheticSpec, generate
 from algm_cli.engine.run import run
-from algm_cli.engine.setup import ConfigError, check_model_merge
+from algm_cli.engine.spec import ConfigError, resolve_spec
 
 
 def cfg_for(tmp_path, *overrides, model="mask2former"):
@@ -33,8 +33,8 @@ def test_smoke_run_with_and_without_algm(tmp_path, merge):
 
 def test_mask2former_needs_an_eva_backbone_and_an_algm_family_merge(tmp_path):
     with pytest.raises(ConfigError, match="backbone=vit_s does not fit model=mask2former"):
-        check_model_merge(cfg_for(tmp_path, "backbone=vit_s"))
+        resolve_spec(cfg_for(tmp_path, "backbone=vit_s"))
     with pytest.raises(ConfigError, match="merge=tome does not apply to model=mask2former"):
-        check_model_merge(cfg_for(tmp_path, "merge=tome"))
+        resolve_spec(cfg_for(tmp_path, "merge=tome"))
     with pytest.raises(ConfigError, match="backbone=eva02_t does not fit model=segmenter"):
-        check_model_merge(cfg_for(tmp_path, model="segmenter"))
+        resolve_spec(cfg_for(tmp_path, model="segmenter"))

@@ -6,13 +6,13 @@ import torch
 from algm_cli.merge import MergeState
 from algm_cli.models.eva import EvaEncoder, mean_positions, rope_at
 from algm_cli.models.mask2former import Mask2Former
+from algm_cli.models.mask2former.model import LAYOUTS
 from algm_cli.models.mask2former.flops import macs_breakdown, paper_convention
 from algm_cli.models.schedule import NO_MERGE, algm_schedule
 from algm_cli.models.vit_adapter import pool_to_merged
 
 GROUPS = [(0, 2), (3, 5), (6, 8), (9, 11)]
-EVA_G = dict(interactions=[(0, 9), (10, 19), (20, 29), (30, 39)], adapter_heads=16, dim=1024,
-             heads=32, ffn=4096, dec_ffn=4096, queries=200, enc_layers=6, dec_layers=8)
+EVA_G = LAYOUTS["eva_g"]
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ loss: the set loss of `criterion` over every decoder prediction (deep supervisio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..base import MergeStats, SegmentationModel
 from ..eva import EvaEncoder
+from ..registry import THRESHOLD_METHODS, BuildRequest, register_family
 from ..schedule import NO_MERGE, MergeSchedule
 from ..vit_adapter import EvaAdapter
 from .criterion import set_loss
@@ -44,7 +43,7 @@ class Mask2Former(SegmentationModel):
     """EVA ViT (+ merge schedule) -> ViT-Adapter -> Mask2Former pixel decoder and decoder."""
 
     def __init__(self, backbone: str, num_classes: int, img_size: int,
-                 schedule: MergeSchedule = NO_MERGE, *, interactions: list[tuple[int, int]],
+                 schedule: MergeSchedule = NO_MERGE, *, interactions,
                  adapter_heads: int, dim: int = 256, heads: int = 8, ffn: int = 1024,
                  queries: int = 100, enc_layers: int = 6, dec_layers: int = 9,
                  dec_ffn: int = 2048, drop_path: float = 0.0, pretrained: bool = False,
@@ -107,17 +106,43 @@ class Mask2Former(SegmentationModel):
         return set_loss(preds, padded, self.num_classes, ignore_index, points=self.points)
 
 
-def build_mask2former(cfg_model: Mapping, cfg_backbone: Mapping, num_classes: int, img_size: int,
-                      schedule: MergeSchedule) -> Mask2Former:
-    """Return the Mask2Former of `conf/model/mask2former.yaml` + an EVA backbone config."""
-    adapter, head = cfg_backbone["adapter"], cfg_backbone["head"]
+def _groups(depth: int) -> tuple[tuple[int, int], ...]:
+    """Return ViT-Adapter's four equal block groups of a `depth`-block ViT."""
+    n = depth // 4
+    return tuple((k * n, k * n + n - 1) for k in range(4))
+
+
+# backbone -> ViT-Adapter groups / deformable heads and the Mask2Former head (width, heads, FFN
+# of the pixel decoder and decoder, queries, layers). eva_g: EVA-01 seg's ADE20K config;
+# eva02_l: ViT-Adapter-L's Mask2Former head; eva02_s/b: Mask2Former's default 256-wide head;
+# eva02_t: a 128-wide head so that the family trains on a CPU.
+_SMALL = dict(heads=8, queries=100, enc_layers=6, dec_layers=9)
+LAYOUTS: dict[str, dict] = {
+    "eva_g": dict(interactions=_groups(40), adapter_heads=16, dim=1024, heads=32, ffn=4096,
+                  dec_ffn=4096, queries=200, enc_layers=6, dec_layers=8),
+    "eva02_l": dict(interactions=_groups(24), adapter_heads=16, dim=1024, heads=32, ffn=4096,
+                    dec_ffn=4096, queries=100, enc_layers=6, dec_layers=9),
+    "eva02_b": dict(interactions=_groups(12), adapter_heads=12, dim=256, ffn=1024, dec_ffn=2048,
+                    **_SMALL),
+    "eva02_s": dict(interactions=_groups(12), adapter_heads=6, dim=256, ffn=1024, dec_ffn=2048,
+                    **_SMALL),
+    "eva02_t": dict(interactions=_groups(12), adapter_heads=6, dim=128, ffn=512, dec_ffn=512,
+                    **_SMALL),
+}
+
+
+def build_mask2former(request: BuildRequest) -> Mask2Former:
+    """Return the Mask2Former of a registry build request (`conf/model/mask2former.yaml`)."""
+    if request.backbone not in LAYOUTS:
+        raise ValueError(f"model=mask2former has no layout for backbone={request.backbone}; "
+                         f"expected one of {list(LAYOUTS)}")
+    m = request.model
     return Mask2Former(
-        str(cfg_backbone["name"]), int(num_classes), int(img_size), schedule,
-        interactions=[(int(a), int(b)) for a, b in adapter["interactions"]],
-        adapter_heads=int(adapter["heads"]), dim=int(head["dim"]), heads=int(head["heads"]),
-        ffn=int(head["ffn"]), queries=int(head["queries"]), enc_layers=int(head["enc_layers"]),
-        dec_layers=int(head["dec_layers"]), dec_ffn=int(head["ffn"]),
-        drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
-        points=int(cfg_model.get("points", 12544)),
+        request.backbone, int(request.num_classes), int(request.img_size), request.schedule,
+        drop_path=float(m.get("drop_path", 0.0)), pretrained=bool(m.get("pretrained", False)),
+        points=int(m.get("points", 12544)), **LAYOUTS[request.backbone],
     )
+
+
+register_family(name="mask2former", builder=build_mask2former, backbone="eva",
+                merges=("none", *THRESHOLD_METHODS))
