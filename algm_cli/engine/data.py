@@ -14,10 +14,14 @@ from ..data import DatasetError, build_dataset
 from ..data.ade20k import ADE20K
 from ..data.synthetic import CLASS_NAMES, generate
 from ..data.transforms import eval_resize, normalize, train_transform
+from .pose import open_pose_dataset
+from .tasks import task_name
 
 
 def open_dataset(cfg: DictConfig, split: str):
     """Return the dataset of `split` ("train"/"val"); the synthetic one is generated if needed."""
+    if task_name(cfg) == "pose":  # person crops (engine/pose.py)
+        return open_pose_dataset(cfg, split, int(cfg.dataset.crop_size))
     name, root = cfg.dataset.name, Path(str(cfg.dataset.root))
     if name == "synthetic":
         generate(root)

@@ -36,6 +36,9 @@ from .setup import (
     needs_calibration, pick_device, reduction_active, report_error, run_key, thresholds,
     train_key, train_settings,
 )
+from .memory import TrainMeter
+from .pose import PoseBatches, evaluate_pose
+from .tasks import task_name
 from .throughput import measure_throughput
 from .train import save_atomic, train
 
@@ -85,8 +88,10 @@ def identity_columns(cfg: DictConfig) -> dict:
         "clap_threshold": eval_clap if algm_family else None,
         "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m.tome_r if m.method == "tome" else None,
-        "reduction": m.get("setting") if m.method in BASELINE_METHODS else None,
+        "reduction": (m.get("setting") if m.method in (*BASELINE_METHODS, "downsample")
+                      else None),
         "tuned": False,
+        "task": task_name(cfg),
         "crop_size": crop_size(cfg),
         "seed": int(cfg.seed),
         "smoke": bool(cfg.smoke),
@@ -185,15 +190,19 @@ def run(cfg: DictConfig) -> dict | None:
         if "train" in stages:
             settings = train_settings(cfg)
             train_set = open_dataset(cfg, "train")
-            stream = Batches(train_set, TrainTransform(cfg, crop), settings["batch_size"],
-                             int(cfg.seed))
+            stream = (PoseBatches(train_set, settings["batch_size"], int(cfg.seed))
+                      if task_name(cfg) == "pose" else
+                      Batches(train_set, TrainTransform(cfg, crop), settings["batch_size"],
+                              int(cfg.seed)))
+            meter = TrainMeter(device, settings["iterations"])  # engine/memory.py
             info = train(model, stream, iterations=settings["iterations"], lr=settings["lr"],
                          checkpoint=ckpt, momentum=settings["momentum"],
                          weight_decay=settings["weight_decay"], poly_power=settings["poly_power"],
                          min_lr=settings["min_lr"], amp=settings["amp"],
                          checkpoint_every=int(cfg.train.checkpoint_every),
-                         optimizer=settings["optimizer"], device=device)
-            row.update(train_iterations=info["iterations"], final_loss=info["final_loss"])
+                         optimizer=settings["optimizer"], device=device, meter=meter)
+            row.update(train_iterations=info["iterations"], final_loss=info["final_loss"],
+                       train_batch=settings["batch_size"], **meter.result())
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)
         else:
@@ -209,7 +218,10 @@ def run(cfg: DictConfig) -> dict | None:
 
     if any(s in stages for s in ("eval", "throughput", "flops")):
         val_set = open_dataset(cfg, "val")
-    if "eval" in stages:
+    if "eval" in stages and task_name(cfg) == "pose":
+        row.update(evaluate_pose(model, val_set, device, limits["images"]))
+        row["kept"] = json.dumps(row["kept"])
+    elif "eval" in stages:
         with torch.inference_mode():
             metrics = evaluate(model, ((i.to(device), l) for i, l in
                                        eval_samples(cfg, val_set, limits["images"])),
@@ -238,7 +250,9 @@ def run(cfg: DictConfig) -> dict | None:
                timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - start, 1),
                status="ok")
     path = store.write_row(results, row)
-    summary = {k: row.get(k) for k in ("miou", "ims", "gflops", "kept_final")}
+    measures = ("pck10", "pck20", "oks_ap") if task_name(cfg) == "pose" else ("miou",)
+    summary = {k: row.get(k) for k in (*measures, "ims", "gflops", "kept_final",
+                                       "train_peak_mem_mb", "train_ims") if k in row}
     print("result: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in summary.items()) + f"  -> {path}")
     return row

@@ -17,11 +17,12 @@ from torch import Tensor
 from ..models.base import SegmentationModel
 from ..models.reduction import BASELINE_METHODS, build_reduced
 from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
-from ..models.segformer import PRESET_ALIASES, Segformer, segformerpp_preset
+from ..models.segformer import PRESET_ALIASES
 from ..models.segmenter import Segmenter
 from ..models.segvit import build_segvit
 from ..models.setr import build_setr
 from .store import config_key as config_hash
+from .tasks import TaskError, build_segformer, check_task, task_payload
 
 
 MODELS = ("segmenter", "setr", "segvit", "segformer")
@@ -30,7 +31,7 @@ MODELS = ("segmenter", "setr", "segvit", "segformer")
 ALGM_METHODS = ("algm", "clap_only", "gbm_only")
 SCHEDULE_METHODS = ("none", *ALGM_METHODS, "tome")
 VIT_METHODS = (*SCHEDULE_METHODS, *BASELINE_METHODS)
-SEGFORMER_METHODS = ("none", *PRESET_ALIASES)
+SEGFORMER_METHODS = ("none", *PRESET_ALIASES, "downsample")  # downsample: models/downsample.py
 
 
 class ConfigError(ValueError):
@@ -164,6 +165,10 @@ def check_model_merge(cfg: DictConfig) -> None:
         expected = "mit_b0..mit_b5" if model == "segformer" else "vit_t, vit_s, vit_b or vit_l"
         raise ConfigError(f"backbone={cfg.backbone.name} does not fit model={model}; "
                           f"expected backbone={expected}")
+    try:
+        check_task(cfg)
+    except TaskError as err:
+        raise ConfigError(str(err)) from None
 
 
 def reduction_active(cfg: DictConfig, phase: str) -> bool:
@@ -184,10 +189,8 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -
     size, classes = crop_size(cfg), int(cfg.dataset.num_classes)
     active = reduction_active(cfg, phase)
     try:
-        if name == "segformer":
-            preset = m.method if active else "none"
-            return Segformer(str(cfg.backbone.variant), classes, segformerpp_preset(preset),
-                             drop_path=float(cfg.model.drop_path))
+        if name == "segformer":  # Segformer++ presets, downsampling, the pose task
+            return build_segformer(cfg, active)
         if name == "setr":
             model = build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
         elif name == "segvit":
@@ -252,6 +255,7 @@ def train_key(cfg: DictConfig, train_schedule: MergeSchedule) -> str:
         "reduction": (OmegaConf.to_container(cfg.merge, resolve=True)
                       if reduction_active(cfg, "train") else None),
         "seed": int(cfg.seed),
+        **({"task": task} if (task := task_payload(cfg)) is not None else {}),
     })
 
 
