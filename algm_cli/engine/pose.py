@@ -113,7 +113,7 @@ class PoseBatches:
             raise DatasetError("the pose training split has no usable person")
         while True:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
-            samples = [self.dataset[i] for i in torch.randint(n, (self.batch_size,), generator=g)]
+            samples = [self.dataset[i] for i in torch.randint(n, (self.batch_size,), generator=g).tolist()]
             yield (torch.stack([normalize(s["image"]) for s in samples]),
                    torch.stack([s["keypoints"] for s in samples]))
             it += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import MergeStats
 from .downsample import DownsampledSegformer
@@ -76,6 +76,11 @@ class PoseMixin:
         config = MIT_VARIANTS[self.variant]
         self.decode_head = AllMLPHead(config.dims, config.decoder_dim, num_keypoints, dropout=0.0)
         self.decode_head.apply(init_weights)
+        for conv in self.decode_head.modules():  # mmpose's head init: convs normal(std 0.001)
+            if isinstance(conv, nn.Conv2d):
+                nn.init.normal_(conv.weight, std=0.001)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
         self.num_keypoints = num_keypoints
         self.sigma = float(sigma)
 
