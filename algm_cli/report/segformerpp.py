@@ -88,7 +88,10 @@ def training_table(runs: pd.DataFrame, paper: pd.DataFrame, dataset: str,
         speedup = got["train_ims"] / base["train_ims"] if base and base["train_ims"] > 0 else math.nan
         memory = (got["train_peak_mem_mb"] / base["train_peak_mem_mb"]
                   if base and base["train_peak_mem_mb"] > 0 else math.nan)
-        record = {"method": method}
+        label = method
+        if method == "downsample" and not matches.empty and "reduction" in matches.columns:
+            label = f"downsample ({matches.iloc[-1]['reduction']})"  # the input factor
+        record = {"method": label}
         if p is not None:
             record.update({"paper mIoU": _fmt(p["miou"]),
                            "paper train speed-up": _fmt(p["speedup"], 2, "x") or "-",
@@ -117,8 +120,11 @@ def pose_table(runs: pd.DataFrame, dataset: str, backbone: str) -> pd.DataFrame:
             if setting == "direct":  # trained without merging: its training is the baseline's
                 got.update(train_ims=math.nan, train_peak_mem_mb=math.nan)
             speedup = got["ims"] / base["ims"] if base and base["ims"] > 0 else math.nan
+            label = method
+            if method == "downsample" and "reduction" in matches.columns:
+                label = f"downsample ({matches.iloc[-1]['reduction']})"
             records.append({
-                "method": method, "setting": setting, "PCK@0.05": _fmt(got["pck05"], 1),
+                "method": label, "setting": setting, "PCK@0.05": _fmt(got["pck05"], 1),
                 "PCK@0.1": _fmt(got["pck10"], 1), "PCK@0.2": _fmt(got["pck20"], 1),
                 "OKS AP": _fmt(got["oks_ap"], 1), "GFLOPs": _fmt(got["gflops"], 3),
                 "im/s": _fmt(got["ims"], 1), "speed-up": _fmt(speedup, 2, "x"),
@@ -132,8 +138,8 @@ def pose_paper_table(pose_paper: pd.DataFrame) -> pd.DataFrame:
     """Return the paper's pose numbers (JBD, COCO) as one display table."""
     frame = pose_paper.rename(columns={"pck10": "PCK@0.1", "pck05": "PCK@0.05",
                                        "speedup": "train speed-up", "memory_gb": "memory (GB)"})
-    return frame[["dataset", "label", "PCK@0.1", "PCK@0.05", "train speed-up",
-                  "memory (GB)"]].fillna("-")
+    frame = frame[["dataset", "label", "PCK@0.1", "PCK@0.05", "train speed-up", "memory (GB)"]]
+    return frame.astype(object).where(frame.notna(), "-")
 
 
 def _write(frame: pd.DataFrame, title: str, notes: list[str], stem: Path) -> Path:
