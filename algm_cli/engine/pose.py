@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
@@ -86,15 +85,15 @@ def oks_ap(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, area: np.ndarra
 # ----------------------------------------------------------------------------- data
 
 
-def open_pose_dataset(cfg: DictConfig, split: str, size: int):
+def open_pose_dataset(spec, split: str):
     """Return the pose dataset of `split`: synthetic (generated in memory) or COCO keypoints."""
-    d = cfg.dataset
-    if d.name == "synthetic_pose":
-        count = int(d.train_images if split == "train" else d.val_images)
+    d, size = spec.dataset_options, spec.dataset.crop
+    if d["name"] == "synthetic_pose":
+        count = int(d["train_images"] if split == "train" else d["val_images"])
         return SyntheticPose(count, size, seed=1 if split == "train" else 2)
-    if d.name == "coco_keypoints":
-        return CocoKeypoints(d.root, str(d.splits[split]), size, int(d.num_keypoints))
-    raise DatasetError(f"dataset={d.name} has no keypoints; task=pose expects dataset="
+    if d["name"] == "coco_keypoints":
+        return CocoKeypoints(d["root"], str(d["splits"][split]), size, int(d["num_keypoints"]))
+    raise DatasetError(f"dataset={d['name']} has no keypoints; task=pose expects dataset="
                        f"synthetic_pose or coco_keypoints")
 
 

@@ -1,15 +1,16 @@
-"""Segformer variants of a run: Segformer++ presets, the downsampling baseline, the pose task.
+"""Tasks of a run (segmentation, pose): their checks, identity and the pose models.
 
-One entry point for the runner (`build_segformer`), so the model registry can take it over whole.
+Pose (`task=pose`) reuses the Segformer family: the same MiT encoder and Segformer++ merging (or
+the downsampling baseline) with a keypoint heatmap head (models/pose.py).
 """
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from collections.abc import Mapping
 
-from ..models.downsample import DownsampledSegformer
 from ..models.pose import DownsampledSegformerPose, SegformerPose
-from ..models.segformer import Segformer, segformerpp_preset
+from ..models.registry import BuildRequest
+from ..models.segformer import segformerpp_preset
 
 TASKS = ("segmentation", "pose")
 
@@ -18,49 +19,45 @@ class TaskError(ValueError):
     """A task setting that cannot work (reported like a ConfigError)."""
 
 
-def task_name(cfg: DictConfig) -> str:
-    """Return the run's task (segmentation when the config has no task group)."""
-    task = cfg.get("task")
-    return "segmentation" if task is None else str(task.name)
+def task_name(spec) -> str:
+    """Return the run's task (segmentation when the spec has none)."""
+    return str(getattr(spec, "task", {"name": "segmentation"})["name"])
 
 
-def check_task(cfg: DictConfig) -> None:
+def check_task(model: str, task: Mapping, dataset: Mapping) -> None:
     """Raise TaskError when the task does not exist or does not fit the model / dataset."""
-    task = task_name(cfg)
-    if task not in TASKS:
-        raise TaskError(f"task={task!r} is not available; expected one of {', '.join(TASKS)}")
-    if task == "pose":
-        if cfg.model.name != "segformer":
-            raise TaskError(f"task=pose needs model=segformer (a MiT backbone); got "
-                            f"model={cfg.model.name}")
-        if "num_keypoints" not in cfg.dataset:
-            raise TaskError(f"dataset={cfg.dataset.name} has no keypoints; task=pose expects "
+    name = str(task["name"])
+    if name not in TASKS:
+        raise TaskError(f"task={name!r} is not available; expected one of {', '.join(TASKS)}")
+    if name == "pose":
+        if model != "segformer":
+            raise TaskError(f"task=pose needs model=segformer (a MiT backbone); got model={model}")
+        if "num_keypoints" not in dataset:
+            raise TaskError(f"dataset={dataset['name']} has no keypoints; task=pose expects "
                             f"dataset=synthetic_pose or coco_keypoints")
-    elif "num_keypoints" in cfg.dataset:
-        raise TaskError(f"dataset={cfg.dataset.name} is a keypoints dataset; add task=pose")
+    elif "num_keypoints" in dataset:
+        raise TaskError(f"dataset={dataset['name']} is a keypoints dataset; add task=pose")
 
 
-def task_payload(cfg: DictConfig) -> dict | None:
+def task_payload(spec) -> dict | None:
     """Return what the task adds to a trained model's identity (None for segmentation)."""
-    if task_name(cfg) == "segmentation":
+    if task_name(spec) == "segmentation":
         return None
-    return {"task": task_name(cfg), "sigma": float(cfg.task.sigma)}
+    return {"task": task_name(spec), "sigma": float(spec.task["sigma"])}
 
 
-def build_segformer(cfg: DictConfig, active: bool) -> Segformer:
-    """Return the run's Segformer: segmentation or pose, Segformer++ preset or downsampling.
+def build_pose_model(request: BuildRequest, method: str, task: Mapping):
+    """Return the pose Segformer of `request`: a Segformer++ preset or the downsampling baseline.
 
-    `active`: whether the run's reduction acts in this phase (else the plain model).
+    `request.reduction_active`: whether the run's reduction acts in this phase (else plain).
     """
-    m, variant = cfg.merge, str(cfg.backbone.variant)
-    options = {"drop_path": float(cfg.model.drop_path)}
-    pose = task_name(cfg) == "pose"
-    if pose:
-        options["sigma"] = float(cfg.task.sigma)
-    outputs = int(cfg.dataset.num_keypoints if pose else cfg.dataset.num_classes)
-    if m.method == "downsample" and active:
-        down = {"factor": float(m.setting), "interpolation": str(m.get("interpolation", "nearest"))}
-        cls = DownsampledSegformerPose if pose else DownsampledSegformer
-        return cls(variant, outputs, None, **options, **down)
-    preset = segformerpp_preset(m.method if active and m.method != "downsample" else "none")
-    return (SegformerPose if pose else Segformer)(variant, outputs, preset, **options)
+    m = request.merge
+    variant = request.backbone.removeprefix("mit_")
+    options = {"drop_path": float(request.model["drop_path"]), "sigma": float(task["sigma"])}
+    active = request.reduction_active
+    if method == "downsample" and active:
+        return DownsampledSegformerPose(
+            variant, request.num_classes, None, **options, factor=float(m["setting"]),
+            interpolation=str(m.get("interpolation", "nearest")))
+    preset = segformerpp_preset(method if active and method != "downsample" else "none")
+    return SegformerPose(variant, request.num_classes, preset, **options)

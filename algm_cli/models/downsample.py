@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import MergeStats
+from .registry import BuildRequest, register_merges
 from .segformer import Segformer
 
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -53,3 +54,15 @@ class DownsampledSegformer(Segformer):
         logits = self.decode_head(features)  # (B, K, h / 4, w / 4) of the reduced input
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits, {**stats, "input": kept}
+
+
+def build_downsampled(request: BuildRequest) -> DownsampledSegformer:
+    """Return the downsampling baseline of `request` (merge.setting = factor)."""
+    m = request.merge
+    return DownsampledSegformer(request.backbone.removeprefix("mit_"), int(request.num_classes),
+                                drop_path=float(request.model["drop_path"]),
+                                factor=float(m["setting"]),
+                                interpolation=str(m.get("interpolation", "nearest")))
+
+
+register_merges("segformer", ("downsample",), build_downsampled)
