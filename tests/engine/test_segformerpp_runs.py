@@ -23,6 +23,7 @@ def tiny_synthetic(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_training_with_merging_records_memory_and_speed_then_downsampling_reuses_weights(
         tiny_synthetic):
     tmp = tiny_synthetic
@@ -41,6 +42,7 @@ def test_training_with_merging_records_memory_and_speed_then_downsampling_reuses
     assert {"train_peak_mem_mb", "train_ims"} <= set(table.columns)
 
 
+@pytest.mark.slow
 def test_pose_run_end_to_end_with_merging(tmp_path):
     row = run(cfg_for(tmp_path, "task=pose", "model=segformer", "merge=segformerpp_hq",
                       "dataset.train_images=4", "dataset.val_images=3"))
