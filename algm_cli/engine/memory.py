@@ -34,7 +34,8 @@ MIB = 2**20
 def _storages(obj) -> Iterator[torch.UntypedStorage]:
     """Yield the storages of the (dense, materialised) tensors among the leaves of `obj`."""
     for leaf in tree_flatten(obj)[0]:
-        if isinstance(leaf, torch.Tensor) and leaf.layout == torch.strided and leaf.device.type != "meta":
+        dense = isinstance(leaf, torch.Tensor) and leaf.layout == torch.strided
+        if dense and leaf.device.type != "meta":
             yield leaf.untyped_storage()
 
 

@@ -149,7 +149,7 @@ class RunSpec:
     force: bool
     run_id: str  # identity of the run: the resolved config minus bookkeeping keys
     # the task group (conf/task: segmentation | pose) and the dataset group as plain values
-    task: MappingProxyType = field(default_factory=lambda: MappingProxyType({"name": "segmentation"}))
+    task: MappingProxyType = field(default_factory=lambda: frozen({"name": "segmentation"}))
     dataset_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
 
