@@ -8,6 +8,7 @@ in DistributedDataParallel, each rank drawing its own samples; no SLURM variable
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def train(
     amp: bool = False,
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
+    meter=None,
     warmup: int = 0,
     layer_decay: float | None = None,
 ) -> dict:
@@ -83,9 +85,10 @@ def train(
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
     A checkpoint holds {"model", "optimizer", "iteration"}; a finished one (iteration ==
-    iterations) is loaded and training is skipped. warmup: linear warm-up iterations (ratio
-    1e-6, mmcv's rule) before the poly decay; layer_decay: layer-wise LR decay for models with
-    `param_groups(weight_decay, layer_decay)` (EVA + Mask2Former), each group's LR times its
+    iterations) is loaded and training is skipped. `meter` (engine.memory.TrainMeter) measures
+    training peak memory and images/s around each iteration. warmup: linear warm-up iterations
+    (ratio 1e-6, mmcv's rule) before the poly decay; layer_decay: layer-wise LR decay for models
+    with `param_groups(weight_decay, layer_decay)` (EVA + Mask2Former), each group's LR times its
     `lr_scale`.
     """
     rank, world = distributed()
@@ -115,11 +118,15 @@ def train(
             group["lr"] = scheduled * group.get("lr_scale", 1.0)
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            loss = net(images, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        measured = (meter.iteration(it - start, images.shape[0] * world, model, optimizer,
+                                    images, labels) if meter is not None else nullcontext())
+        with measured:
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=amp and device.type == "cuda"):
+                loss = net(images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         loss_value = loss.item()
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.3f}")

@@ -132,7 +132,8 @@ class Family:
 
 _FAMILIES: dict[str, Family] = {}
 # modules that register families (imported on first use, so the registry imports no model)
-FAMILY_MODULES = ("segmenter", "setr", "segvit", "segformer", "reduction", "mask2former")
+FAMILY_MODULES = ("segmenter", "setr", "segvit", "segformer", "reduction", "downsample",
+                  "mask2former")
 
 
 def register_family(name: str, builder: Builder, backbone: str, merges: tuple[str, ...],
