@@ -86,6 +86,7 @@ def identity_columns(cfg: DictConfig) -> dict:
         "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m.tome_r if m.method == "tome" else None,
         "reduction": m.get("setting") if m.method in BASELINE_METHODS else None,
+        "variant": m.get("variant") if m.method in BASELINE_METHODS else None,
         "tuned": False,
         "crop_size": crop_size(cfg),
         "seed": int(cfg.seed),

@@ -21,6 +21,7 @@ from algm_cli.models.reduction import (
 from algm_cli.models.segmenter import Segmenter
 
 IMG = 64  # 4 x 4 patch grid
+PAPER = "paper"  # the papers' rules; the released variant is tested in test_expedit_encoders.py
 CONF = os.path.join(os.path.dirname(__file__), "..", "..", "conf")
 
 
@@ -28,10 +29,10 @@ def reducing_specs(depth: int) -> list:
     """Return one reducing spec per method for an encoder of `depth` layers (4 x 4 grid)."""
     mid = depth // 2
     return [
-        EViTSpec((mid - 1, mid + 1), 0.5),  # 16 -> 8 + 1 -> 5 + 1
-        ToMeDenseSpec(mid, 0.25),  # 16 -> 12 around every sub-block
-        ACTSpec(mid, 0.25),  # 4 query clusters per head
-        ELViTSpec(mid, 2, reference=4),  # 2 x 2 cluster grid
+        EViTSpec((mid - 1, mid + 1), 0.5, PAPER),  # 16 -> 8 + 1 -> 5 + 1
+        ToMeDenseSpec(mid, 0.25, variant=PAPER),  # 16 -> 12 around every sub-block
+        ACTSpec(mid, 0.25, variant=PAPER),  # 4 query clusters per head
+        ELViTSpec(mid, 2, reference=4, variant=PAPER),  # 2 x 2 cluster grid
         AiluRusSpec(2, 0.5, k=3, radius=1),  # 8 clusters
     ]
 
@@ -40,10 +41,10 @@ def null_specs(depth: int) -> list:
     """Return one spec per method whose setting reduces nothing."""
     mid = depth // 2
     return [
-        EViTSpec((mid - 1, mid + 1), 1.0),
-        ToMeDenseSpec(1, 0.0),
-        ACTSpec(1, 1.0),
-        ELViTSpec(mid, 40),  # 40 per 40: the full grid
+        EViTSpec((mid - 1, mid + 1), 1.0, PAPER),
+        ToMeDenseSpec(1, 0.0, variant=PAPER),
+        ACTSpec(1, 1.0, variant=PAPER),
+        ELViTSpec(mid, 40, variant=PAPER),  # 40 per 40: the full grid
         AiluRusSpec(2, 1.0),
     ]
 
@@ -117,7 +118,7 @@ def test_act_with_one_cluster_per_token_equals_the_baseline_through_kmeans():
     from algm_cli.models.reduction import act_attention
     from algm_cli.models.vit import attention
 
-    model, _ = reduced("vit_t", ACTSpec(1, 1.0))
+    model, _ = reduced("vit_t", ACTSpec(1, 1.0, variant=PAPER))
     blk = model.encoder.blocks[0]
     x = torch.randn(2, 17, 192)
     with torch.no_grad():
@@ -141,8 +142,10 @@ def test_every_method_lowers_gflops():
     model, base = reduced("vit_t", EViTSpec((1,), 1.0), img=128)  # 8 x 8 grid
     image = torch.randn(1, 3, 128, 128)
     full = count_gflops(base, image)
-    specs = [EViTSpec((4, 7, 10), 0.5), ToMeDenseSpec(2, 0.5), ACTSpec(2, 0.25),
-             ELViTSpec(4, 20), AiluRusSpec(2, 0.5)]
+    specs = [EViTSpec((4, 7, 10), 0.5, PAPER), ToMeDenseSpec(2, 0.5, variant=PAPER),
+             ACTSpec(2, 0.25, variant=PAPER), ELViTSpec(4, 20, variant=PAPER),
+             AiluRusSpec(2, 0.5), EViTSpec((4, 7, 10), 0.5), ToMeDenseSpec(1, 0.5),
+             ELViTSpec(4, 20)]
     for spec in specs:
         model.reduction = spec
         assert count_gflops(model, image) < full, spec.method
@@ -153,11 +156,13 @@ def test_same_parameters_as_segmenter():
     assert model.state_dict().keys() == base.state_dict().keys()
 
 
+@pytest.mark.parametrize("variant", ["released", "paper"])
 @pytest.mark.parametrize("method", BASELINE_METHODS)
-def test_merge_configs_build_models(method):
+def test_merge_configs_build_models(method, variant):
+    over = [f"merge={method}"] + ([f"merge.variant={variant}"] if method != "ailurus" else [])
     with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        cfg = compose("run", overrides=[f"merge={method}", "backbone=vit_t"])
-        large = compose("run", overrides=[f"merge={method}", "backbone=vit_l"])
+        cfg = compose("run", overrides=[*over, "backbone=vit_t"])
+        large = compose("run", overrides=[*over, "backbone=vit_l"])
     m = cfg.merge
     assert m.method == method and float(m.setting) in [float(v) for v in m.settings]
     assert not m.during_training and m.clap_layer is None and list(m.gbm_layers) == []
@@ -165,8 +170,10 @@ def test_merge_configs_build_models(method):
     with torch.no_grad():
         logits, stats = model.forward_with_stats(torch.randn(1, 3, IMG, IMG))
     assert logits.shape == (1, 3, IMG, IMG) and stats
+    assert getattr(model.reduction, "variant", variant) == variant
     spec_l = reduction_from_config(large.merge, "vit_l")
-    assert spec_l != model.reduction  # per-backbone layers
+    if not (variant == "released" and method in ("act", "tome_dense")):  # released: every layer
+        assert spec_l != model.reduction  # per-backbone layers
     for setting in m.settings:  # every listed setting is a valid reduction
         reduction_from_config({**dict(m), "setting": setting}, "vit_t").check(12)
 
