@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..merge import MergeState
+from ..merge.expedit import ELVIT_FACTOR
 from ..merge.baselines import (
     clustered_attention,
     cls_attention,
@@ -145,12 +146,18 @@ class ELViTSpec:
     reference: int = 40
     iterations: int = 5
     window: int = 5
-    temperature: float = 100.0
+    temperature: float | None = None  # None: 50 (released factor 0.02) | 100 (paper variant)
     k: int = 20
     weighting: str = "softmax"  # paper variant
     variant: str = "released"
     reconstruct: str = "logits"  # released variant: logits (released config) | tokens
     method: str = "elvit"
+
+    def __post_init__(self) -> None:
+        """Fill the variant's default temperature."""
+        if self.temperature is None:
+            default = 1.0 / ELVIT_FACTOR if self.variant == "released" else 100.0
+            object.__setattr__(self, "temperature", default)
 
     def check(self, depth: int) -> None:
         """Raise ValueError for a layer outside 1..depth or a non-positive size or temperature."""
@@ -461,7 +468,8 @@ def reduction_from_config(merge: Mapping, backbone: str) -> Reduction:
     if method == "elvit":
         return ELViTSpec(int(get("layer")), setting, int(merge.get("reference_grid", 40)),
                          int(merge.get("iterations", 5)), int(merge.get("cluster_window", 5)),
-                         float(merge.get("temperature", 100.0)), int(merge.get("recon_k", 20)),
+                         None if merge.get("temperature") is None else float(merge["temperature"]),
+                         int(merge.get("recon_k", 20)),
                          str(merge.get("recon_weighting", "softmax")), variant,
                          str(merge.get("reconstruct", "logits")))
     radius = merge.get("assign_radius")
