@@ -63,7 +63,7 @@ def knn_restore(feats: Tensor, anchors: Tensor, values: Tensor, k: int = ELVIT_R
 
 
 def evit_released_keep(num_tokens: int, keep_rate: float) -> int:
-    """Return ceil(keep_rate * num_tokens) as released (no tolerance: ceil(0.7 * 10) = 8)."""
+    """Return ceil(keep_rate * num_tokens) as released (no tolerance: ceil(0.55 * 100) = 56)."""
     return min(int(num_tokens), math.ceil(keep_rate * int(num_tokens)))
 
 

@@ -1,5 +1,6 @@
 """Segmenter with the baseline reductions: shapes, no-reduction equality, token counts, configs."""
 
+import math
 import os
 
 import pytest
@@ -188,3 +189,190 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="no entry for backbone"):
         reduction_from_config({"method": "act", "setting": 0.5, "start_layer": {"vit_l": 11}},
                               "vit_s")
+
+
+# ----------------------------------------------------------------------------------------------
+# released variants (Expedit-Segmenter) as whole models against per-image re-derivations
+
+
+def perturbed(spec, img: int = 128) -> ReducedSegmenter:
+    """Return a vit_t ReducedSegmenter with random, slightly perturbed weights (8 x 8 grid)."""
+    torch.manual_seed(0)
+    model = ReducedSegmenter(spec, "vit_t", 5, "mask", img).eval()
+    for p in model.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    return model
+
+
+def ref_attention(attn, h):
+    """Reference timm attention on h (1, T, C): returns (output, cls attention to patches)."""
+    T, C = h.shape[1], h.shape[2]
+    heads = attn.num_heads
+    q, k, v = attn.qkv(h)[0].reshape(T, 3, heads, C // heads).permute(1, 2, 0, 3)
+    a = (q @ k.transpose(1, 2) * (C // heads) ** -0.5).softmax(dim=-1)  # (heads, T, T)
+    out = (a @ v).transpose(0, 1).reshape(1, T, C)
+    return attn.proj(out), a[:, 0, 1:].mean(dim=0)
+
+
+def ref_logits(model, tokens, grid, size):
+    """Decoder scores of tokens (1, N, C) on grid, upsampled to size."""
+    scores = model.decoder(tokens)
+    masks = scores.transpose(1, 2).reshape(1, 5, *grid)
+    return torch.nn.functional.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+
+
+def ref_nearest_weights(feats, anchors, k, factor):
+    """exp(-factor d) kept for the k largest (ties kept), L2-normalised: (N, K) by loops."""
+    out = torch.zeros(feats.shape[0], anchors.shape[0])
+    for i, f in enumerate(feats):
+        w = torch.stack([torch.exp(-factor * ((f - a) ** 2).sum()) for a in anchors])
+        kth = w.sort(descending=True).values[k - 1]
+        w = torch.where(w >= kth, w, torch.zeros_like(w))
+        out[i] = w / w.norm().clamp_min(1e-12)
+    return out
+
+
+def test_released_elvit_equals_a_reference_pipeline():
+    from algm_cli.models.reduction import embed
+
+    spec = ELViTSpec(4, 20, k=5)  # 4 x 4 clusters of the 8 x 8 grid, factor 0.02, k 5
+    model = perturbed(spec)
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        ours, stats = model.forward_with_stats(images)
+        for b in range(2):
+            x, grid = embed(model.encoder, images[b:b + 1])
+            for layer, blk in enumerate(model.encoder.blocks, start=1):
+                if layer == 4:
+                    saved = x[0, 1:]  # (64, C)
+                    cells = [(r // 2) * 4 + c // 2 for r in range(8) for c in range(8)]
+                    centres = torch.stack([saved[[i for i in range(64) if cells[i] == j]].mean(0)
+                                           for j in range(16)])
+                    near = torch.tensor([[max(abs(cells[i] // 4 - j // 4), abs(cells[i] % 4 - j % 4))
+                                          <= 2 for j in range(16)] for i in range(64)])
+                    for _ in range(5):
+                        logit = -0.02 * torch.cdist(saved, centres) ** 2
+                        a = logit.masked_fill(~near, -float("inf")).softmax(dim=1)  # (64, 16)
+                        centres = (a.T @ saved) / a.sum(0)[:, None]
+                    x = torch.cat([x[:, :1], centres[None]], dim=1)
+                x = blk(x)
+            x = model.encoder.norm(x)
+            scores = model.decoder(x[:, 1:])[0]  # (16, classes): the decoder reads the clusters
+            full = ref_nearest_weights(saved, centres, 5, 0.02) @ scores  # logits rebuilt
+            masks = full.T.reshape(1, 5, 8, 8)
+            expected = torch.nn.functional.interpolate(masks, size=(128, 128), mode="bilinear",
+                                                       align_corners=False)
+            assert torch.allclose(ours[b:b + 1], expected, atol=1e-4), b
+    assert stats == {"L4:elvit": 16 / 64}
+
+
+def test_released_evit_equals_a_reference_pipeline():
+    from algm_cli.models.reduction import embed
+
+    model = perturbed(EViTSpec((4, 7, 10), 0.7))
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        ours, stats = model.forward_with_stats(images)
+        for b in range(2):
+            x, grid = embed(model.encoder, images[b:b + 1])
+            steps = []
+            for layer, blk in enumerate(model.encoder.blocks, start=1):
+                if layer not in (4, 7, 10):
+                    x = blk(x)
+                    continue
+                out, cls_attn = ref_attention(blk.attn, blk.norm1(x))
+                x = x + out
+                n = x.shape[1] - 1
+                keep = math.ceil(0.7 * n)
+                order = sorted(range(n), key=lambda i: -float(cls_attn[i]))[:keep]
+                rest = [i for i in range(n) if i not in order]
+                fused = sum(cls_attn[i] * x[0, 1 + i] for i in rest)
+                steps.append((x[0, 1:].clone(), order))
+                x = torch.cat([x[:, :1], x[:, 1:][:, order], fused[None, None]], dim=1)
+                x = x + blk.mlp(blk.norm2(x))
+            patches = model.encoder.norm(x)[0, 1:]
+            for before, order in reversed(steps):
+                kept_out, full = patches[:-1], torch.empty(before.shape[0], patches.shape[1])
+                for i in range(before.shape[0]):
+                    if i in order:
+                        full[i] = kept_out[order.index(i)]
+                    else:
+                        dist = [float(((before[i] - before[j]) ** 2).sum()) for j in order]
+                        full[i] = kept_out[dist.index(min(dist))]
+                patches = full
+            expected = ref_logits(model, patches[None], grid, (128, 128))
+            assert torch.allclose(ours[b:b + 1], expected, atol=1e-4), b
+    assert stats == pytest.approx({"L4:evit": 46 / 64, "L7:evit": 34 / 64, "L10:evit": 25 / 64})
+
+
+def ref_tome_branch(fn, h, ratio):
+    """fn on h (1, T, C) merged by ToMe's rule (class token = A[0], plain means), unmerged."""
+    T = h.shape[1]
+    r = min(int(T * ratio), (T - 1) // 2)
+    metric = torch.nn.functional.normalize(h[0], dim=-1)
+    best = []
+    for a in range(2, T, 2):
+        sims = metric[1::2] @ metric[a]
+        best.append((float(sims.max()), a, 1 + 2 * int(sims.argmax())))
+    best.sort(key=lambda t: -t[0])
+    groups = [[a] for a in range(0, T, 2) if a not in {s for _, s, _ in best[:r]}]
+    groups += [[bj] + [a for _, a, d in best[:r] if d == bj] for bj in range(1, T, 2)]
+    out = fn(torch.stack([h[0, g].mean(0) for g in groups])[None])[0]
+    full = torch.empty(T, out.shape[-1])
+    for slot, g in enumerate(groups):
+        full[g] = out[slot]
+    return full[None]
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_released_dense_tome_equals_a_reference_pipeline(ratio):
+    from algm_cli.models.reduction import embed
+
+    model = perturbed(ToMeDenseSpec(1, ratio))
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        ours, stats = model.forward_with_stats(images)
+        for b in range(2):
+            x, grid = embed(model.encoder, images[b:b + 1])
+            for blk in model.encoder.blocks:
+                x = x + ref_tome_branch(lambda t: ref_attention(blk.attn, t)[0], blk.norm1(x), ratio)  # noqa: B023
+                x = x + ref_tome_branch(blk.mlp, blk.norm2(x), ratio)
+            expected = ref_logits(model, model.encoder.norm(x)[:, 1:], grid, (128, 128))
+            assert torch.allclose(ours[b:b + 1], expected, atol=1e-4), b
+    r = int(65 * ratio)  # the class token counts: 13 (0.2) or 32 (0.5) of 65
+    assert stats == pytest.approx({f"L{layer}:tome_dense": (64 - r) / 64 for layer in range(1, 13)})
+
+
+def test_released_act_equals_a_reference_pipeline_and_is_seeded():
+    from algm_cli.models.reduction import embed
+
+    model = perturbed(ACTSpec(1, hashes=8, seed=3))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours, stats = model.forward_with_stats(images)
+        again, _ = model.forward_with_stats(images)
+        x, grid = embed(model.encoder, images)
+        draw = torch.Generator().manual_seed(3)
+        for blk in model.encoder.blocks:
+            h = blk.norm1(x)
+            B, T, C = h.shape
+            heads, d = blk.attn.num_heads, C // blk.attn.num_heads
+            q, k, v = blk.attn.qkv(h).reshape(B, T, 3, heads, d).permute(2, 0, 3, 1, 4)
+            q = q * d ** -0.5
+            w, off = torch.randn(d, 8, generator=draw), torch.rand(8, generator=draw)
+            out = torch.empty(B, heads, T, d)
+            for b in range(B):
+                for hd in range(heads):
+                    codes = torch.floor((q[b, hd] @ w + off) / 8.0).long()  # (T, 8)
+                    packed = ((codes - codes.min(0).values) * 4 ** torch.arange(8)).sum(1)
+                    for value in packed.unique():
+                        members = (packed == value).nonzero()[:, 0]
+                        centre = q[b, hd, members].mean(0)
+                        out[b, hd, members] = (centre @ k[b, hd].T).softmax(-1) @ v[b, hd]
+            x = x + blk.attn.proj(out.transpose(1, 2).reshape(B, T, C))
+            x = x + blk.mlp(blk.norm2(x))
+        expected = torch.cat([ref_logits(model, model.encoder.norm(x)[b:b + 1, 1:], grid, (64, 64))
+                              for b in range(2)])
+    assert torch.allclose(ours, expected, atol=1e-4)
+    assert torch.equal(ours, again)  # the generator is re-seeded at every forward
+    assert len(stats) == 12 and all(0 < v <= 17 / 17 for v in stats.values())
