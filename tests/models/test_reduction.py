@@ -376,3 +376,45 @@ def test_released_act_equals_a_reference_pipeline_and_is_seeded():
     assert torch.allclose(ours, expected, atol=1e-4)
     assert torch.equal(ours, again)  # the generator is re-seeded at every forward
     assert len(stats) == 12 and all(0 < v <= 17 / 17 for v in stats.values())
+
+
+def test_released_elvit_tokens_mode_rebuilds_normed_tokens_before_the_decoder():
+    from algm_cli.merge.baselines import soft_cluster
+    from algm_cli.models.reduction import embed
+
+    model = perturbed(ELViTSpec(4, 20, k=5, reconstruct="tokens"))
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ours, _ = model.forward_with_stats(images)
+        x, grid = embed(model.encoder, images)
+        for layer, blk in enumerate(model.encoder.blocks, start=1):
+            if layer == 4:
+                saved = x[0, 1:]
+                centres = soft_cluster(x[:, 1:], grid, (4, 4), 5, 5, 50.0)[0]  # pinned above
+                x = torch.cat([x[:, :1], centres[None]], dim=1)
+            x = blk(x)
+        normed = model.encoder.norm(x)[0, 1:]  # the final norm first, as released
+        full = ref_nearest_weights(saved, centres, 5, 0.02) @ normed
+        expected = ref_logits(model, full[None], grid, (128, 128))
+    assert torch.allclose(ours, expected, atol=1e-4)
+
+
+def test_released_configs_hold_the_release_settings():
+    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
+        m = {method: compose("run", overrides=[f"merge={method}", "backbone=vit_l"]).merge
+             for method in ("elvit", "evit", "act", "tome_dense")}
+    specs = {k: reduction_from_config(v, "vit_l") for k, v in m.items()}
+    # configs/segmenter_hourglass_vit: location 9 (input of layer 11), 784 = 28 x 28, 0.02, k 20
+    assert (specs["elvit"].layer, specs["elvit"].side, specs["elvit"].k) == (11, 28, 20)
+    assert specs["elvit"].temperature == pytest.approx(1 / 0.02)
+    assert specs["elvit"].reconstruct == "logits"
+    # configs/segmenter_evit: keep rate 0.8 at layers 7, 13, 19 (0-based)
+    assert specs["evit"].layers == (8, 14, 20) and specs["evit"].keep_rate == 0.8
+    # configs/segmenter_act: act_q_hashes 32, every layer; configs/segmenter_tome: tome_r 0.2
+    assert (specs["act"].hashes, specs["act"].start) == (32, 1)
+    assert (specs["tome_dense"].ratio, specs["tome_dense"].start) == (0.2, 1)
+    assert all(spec.variant == "released" for spec in specs.values())
+    # the release README's settings are on the supp. Fig. 1 grids
+    assert {0.9, 0.8, 0.5} <= set(m["evit"].settings) and {32, 24, 16} <= set(m["act"].settings)
+    assert {0.2, 0.3, 0.5} <= set(m["tome_dense"].settings)
+    assert {28, 20} <= set(m["elvit"].settings)
