@@ -95,7 +95,8 @@ def evit_released_fill(before: Tensor, kept: Tensor, kept_out: Tensor,
     if keep == N:
         return kept_out.new_zeros(B, N, kept_out.shape[-1]).scatter(
             1, kept[..., None].expand_as(kept_out), kept_out)
-    is_kept = torch.zeros(B, N, device=before.device).scatter(1, kept, torch.ones_like(kept).float())
+    ones = torch.ones_like(kept).float()
+    is_kept = torch.zeros(B, N, device=before.device).scatter(1, kept, ones)
     dropped = is_kept.argsort(dim=1, stable=True)[:, : N - keep]  # ascending, as complement_idx
     gather = lambda t, i: t.gather(1, i[..., None].expand(*i.shape, t.shape[-1]))  # noqa: E731
     fill = knn_weights(gather(before, dropped), gather(before, kept), 1, factor) @ kept_out
@@ -182,7 +183,7 @@ def act_hashes(q: Tensor, rounds: int, generator: torch.Generator,
 
 
 def act_groups(hashes: Tensor) -> Tensor:
-    """Return (M, N) long: group g of each query = rank of its hash among the row's distinct ones."""
+    """Return (M, N) long: each query's group = rank of its hash among the row's distinct ones."""
     ordered, position = hashes.sort(dim=-1)
     step = (ordered[:, 1:] != ordered[:, :-1]).long()
     ranks = torch.cat([torch.zeros_like(step[:, :1]), step.cumsum(dim=-1)], dim=1)

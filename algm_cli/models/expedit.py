@@ -130,7 +130,8 @@ def encode_tome_dense(encoder: ViTEncoder, x: Tensor, grid, spec
         if layer < spec.start:
             x = full_block(blk, x, None)
             continue
-        x = x + dense_branch(lambda h: attn_branch(blk, h)[0], blk.norm1(x), spec.ratio)  # noqa: B023
+        attend = lambda h: attn_branch(blk, h)[0]  # noqa: E731, B023
+        x = x + dense_branch(attend, blk.norm1(x), spec.ratio)
         x = x + dense_branch(lambda h: mlp_branch(blk, h), blk.norm2(x), spec.ratio)  # noqa: B023
         merged = tome_released_count(x.shape[1], spec.ratio)
         stats[f"L{layer}:tome_dense"] = (x.shape[1] - 1 - merged) / (x.shape[1] - 1)

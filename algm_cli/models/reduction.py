@@ -163,7 +163,8 @@ class ELViTSpec:
         """Raise ValueError for a layer outside 1..depth or a non-positive size or temperature."""
         _check_variant(self.variant)
         if self.reconstruct not in ("logits", "tokens"):
-            raise ValueError(f"merge.reconstruct must be logits or tokens; got {self.reconstruct!r}")
+            raise ValueError(
+                f"merge.reconstruct must be logits or tokens; got {self.reconstruct!r}")
         _check_layer(self.layer, depth, "ELViT clustering")
         if self.side <= 0 or self.reference <= 0 or self.temperature <= 0 or self.k < 1:
             raise ValueError("ELViT side, reference grid, temperature and k must be positive")

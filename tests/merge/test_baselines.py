@@ -435,7 +435,8 @@ def test_released_act_attention_matches_a_group_loop():
     q, k, v = (torch.randn(1, 2, 12, 4, generator=g) for _ in range(3))
     q = 0.05 * q  # small queries: several share a hash
     out, clusters = act_released_attention(q, k, v, 4, torch.Generator().manual_seed(1))
-    groups = act_groups(act_hashes((q * 0.5).reshape(2, 12, 4), 4, torch.Generator().manual_seed(1)))
+    hashes = act_hashes((q * 0.5).reshape(2, 12, 4), 4, torch.Generator().manual_seed(1))
+    groups = act_groups(hashes)
     assert clusters.tolist() == [[int(groups[h].max()) + 1 for h in range(2)]]
     assert clusters.min() < 12  # some queries were grouped
     for h in range(2):

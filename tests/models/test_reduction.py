@@ -248,8 +248,9 @@ def test_released_elvit_equals_a_reference_pipeline():
                     cells = [(r // 2) * 4 + c // 2 for r in range(8) for c in range(8)]
                     centres = torch.stack([saved[[i for i in range(64) if cells[i] == j]].mean(0)
                                            for j in range(16)])
-                    near = torch.tensor([[max(abs(cells[i] // 4 - j // 4), abs(cells[i] % 4 - j % 4))
-                                          <= 2 for j in range(16)] for i in range(64)])
+                    near = torch.tensor([[max(abs(cells[i] // 4 - j // 4),
+                                              abs(cells[i] % 4 - j % 4)) <= 2 for j in range(16)]
+                                         for i in range(64)])
                     for _ in range(5):
                         logit = -0.02 * torch.cdist(saved, centres) ** 2
                         a = logit.masked_fill(~near, -float("inf")).softmax(dim=1)  # (64, 16)
@@ -335,7 +336,8 @@ def test_released_dense_tome_equals_a_reference_pipeline(ratio):
         for b in range(2):
             x, grid = embed(model.encoder, images[b:b + 1])
             for blk in model.encoder.blocks:
-                x = x + ref_tome_branch(lambda t: ref_attention(blk.attn, t)[0], blk.norm1(x), ratio)  # noqa: B023
+                attend = lambda t: ref_attention(blk.attn, t)[0]  # noqa: E731, B023
+                x = x + ref_tome_branch(attend, blk.norm1(x), ratio)
                 x = x + ref_tome_branch(blk.mlp, blk.norm2(x), ratio)
             expected = ref_logits(model, model.encoder.norm(x)[:, 1:], grid, (128, 128))
             assert torch.allclose(ours[b:b + 1], expected, atol=1e-4), b
