@@ -159,6 +159,9 @@ def check_model_merge(cfg: DictConfig) -> None:
     if method not in allowed:
         raise ConfigError(f"merge={method} does not apply to model={model}; expected merge= one of "
                           f"{', '.join(allowed)}")
+    variant = cfg.merge.get("variant")  # the baselines' keys interpolate from merge.<variant>
+    if variant is not None and variant not in ("released", "paper"):
+        raise ConfigError(f"merge.variant={variant!r}: expected released or paper")
     vit = str(cfg.backbone.name).startswith("vit_")
     if (model == "segformer") == vit:
         expected = "mit_b0..mit_b5" if model == "segformer" else "vit_t, vit_s, vit_b or vit_l"
