@@ -156,7 +156,8 @@ def encode_act(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, Merg
     `spec.hashes` E2LSH rounds into a variable number of groups per image and head.
 
     The hash projections come from a generator seeded with `spec.seed` at every forward and drawn
-    layer after layer (the release draws from the global RNG, on the GPU).
+    layer after layer (the release draws from the global RNG, on the GPU). Statistics: the mean
+    number of groups per image and head over the 1 + N queries.
     """
     generator = torch.Generator().manual_seed(spec.seed)
     stats: MergeStats = {}
