@@ -31,7 +31,8 @@ from ..merge.expedit import (
     tome_released_plan,
 )
 from .base import MergeStats
-from .vit import ViTEncoder, attention, full_block
+from .blocks import attention, attention_output, full_block, mlp_residual, split_qkv, with_cls
+from .vit import ViTEncoder
 
 Restore = Callable[[Tensor], Tensor] | None
 
@@ -67,7 +68,7 @@ def encode_elvit(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, Me
                 saved = x[:, 1:]
                 anchors = soft_cluster(saved, grid, cluster_grid, spec.iterations, spec.window,
                                        spec.temperature)
-                x = torch.cat([x[:, :1], anchors], dim=1)
+                x = with_cls(x[:, :1], anchors)
         x = full_block(blk, x, None)
     x = encoder.norm(x)
     if saved is None:
@@ -75,7 +76,7 @@ def encode_elvit(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, Me
     factor = 1.0 / spec.temperature
     if spec.reconstruct == "tokens":
         full = knn_restore(saved, anchors, x[:, 1:], spec.k, factor)
-        return torch.cat([x[:, :1], full], dim=1), stats, None
+        return with_cls(x[:, :1], full), stats, None
     return x, stats, lambda scores: knn_restore(saved, anchors, scores, spec.k, factor)
 
 
@@ -100,14 +101,14 @@ def encode_evit(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, Mer
         if keep < x.shape[1] - 1:
             patches, kept = evit_released_prune(x[:, 1:], cls_attention(q, k), keep)
             steps.append((x[:, 1:], kept))
-            x = torch.cat([x[:, :1], patches], dim=1)
-        x = x + mlp_branch(blk, blk.norm2(x))
+            x = with_cls(x[:, :1], patches)
+        x = mlp_residual(blk, x)
         stats[f"L{layer}:evit"] = (x.shape[1] - 1) / num
     x = encoder.norm(x)
     patches = x[:, 1:]
     for before, kept in reversed(steps):
         patches = evit_released_fill(before, kept, patches[:, :-1])
-    return torch.cat([x[:, :1], patches], dim=1), stats, None
+    return with_cls(x[:, :1], patches), stats, None
 
 
 def dense_branch(branch: Callable[[Tensor], Tensor], h: Tensor, ratio: float) -> Tensor:
@@ -143,12 +144,9 @@ def act_attention(attn: nn.Module, h: Tensor, rounds: int, generator: torch.Gene
     """Return (timm Attention output on normed h (B, T, C) with ACT's released query hashing,
     clusters per (image, head) (B, H))."""
     B, T, C = h.shape
-    qkv = attn.qkv(h).reshape(B, T, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # (B, heads, T, d)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = split_qkv(attn, h)  # (B, heads, T, d)
     out, clusters = act_released_attention(q, k, v, rounds, generator)
-    out = attn.norm(out.transpose(1, 2).reshape(B, T, C))
-    return attn.proj_drop(attn.proj(out)), clusters
+    return attention_output(attn, out.transpose(1, 2).reshape(B, T, C), h), clusters
 
 
 def encode_act(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, MergeStats, Restore]:
@@ -167,8 +165,7 @@ def encode_act(encoder: ViTEncoder, x: Tensor, grid, spec) -> tuple[Tensor, Merg
             x = full_block(blk, x, None)
             continue
         out, clusters = act_attention(blk.attn, blk.norm1(x), spec.hashes, generator)
-        x = x + blk.drop_path1(blk.ls1(out))
-        x = x + mlp_branch(blk, blk.norm2(x))
+        x = mlp_residual(blk, x + blk.drop_path1(blk.ls1(out)))
         stats[f"L{layer}:act"] = float(clusters.float().mean()) / num
     return encoder.norm(x), stats, None
 
