@@ -55,9 +55,14 @@ ALGM_TAUS = [(0.96, 0.99), (0.96, 0.985), (0.955, 0.995), (0.955, 0.985), (0.95,
 
 
 def merge_configs(backbone: str) -> dict:
-    """Return {method: composed merge config} for every baseline at `backbone`."""
+    """Return {method: composed merge config} for every baseline at `backbone`.
+
+    The paper variant (merge.variant=paper), which the committed CSVs were made with; the
+    candidate settings below are in its units (ACT: a cluster fraction, not hash rounds).
+    """
+    paper = lambda m: [] if m == "ailurus" else ["merge.variant=paper"]  # noqa: E731
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return {m: compose("run", overrides=[f"merge={m}", f"backbone={backbone}"]).merge
+        return {m: compose("run", overrides=[f"merge={m}", f"backbone={backbone}", *paper(m)]).merge
                 for m in BASELINE_METHODS}
 
 
