@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .base import MergeStats, SegmentationModel
 from .decoders import DECODERS
+from .packed_attention import check_backend
 from .ragged import forward_ragged
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH, ViTEncoder, resize_pos_embed
@@ -25,6 +26,7 @@ class Segmenter(SegmentationModel):
 
     batching: "min" (every image of a batch merges the batch minimum count, the paper's rule) or
       "ragged" (each image merges its own count; packed execution, see models/ragged.py).
+    packed_attention: the ragged mode's attention backend (models/packed_attention.py; "auto").
     decoder_layers: blocks of the mask transformer (Segmenter's default 2). The paper's Seg-L
     Cityscapes baseline (1005 GFLOPs at 768 x 768) matches a 1-block mask transformer (1004.9);
     with 2 blocks it is 1045.2. Every other baseline GFLOPs figure matches 2 blocks.
@@ -42,6 +44,7 @@ class Segmenter(SegmentationModel):
         decoder_dropout: float = 0.1,
         decoder_layers: int = 2,
         batching: str = "min",
+        packed_attention: str = "auto",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -49,6 +52,7 @@ class Segmenter(SegmentationModel):
         if batching not in ("min", "ragged"):
             raise ValueError(f"batching must be 'min' or 'ragged'; got {batching!r}")
         self.batching = batching
+        self.packed_attention = check_backend(packed_attention)
         self.num_classes = num_classes
         self.encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
         schedule.check_depth(self.encoder.depth)
@@ -66,7 +70,7 @@ class Segmenter(SegmentationModel):
         pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
         padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
         if self.batching == "ragged" and images.shape[0] > 1:
-            scores, stats, (gh, gw) = forward_ragged(self, padded)
+            scores, stats, (gh, gw) = forward_ragged(self, padded, self.packed_attention)
         else:
             enc = self.encoder(padded, self.schedule)
             scores = enc.state.unmerge(self.decoder(enc.tokens))  # (B, N, K): one gather
