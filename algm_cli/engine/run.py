@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import DatasetError
+from ..models.packed_attention import resolve as resolve_attention
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from . import store
@@ -228,7 +229,10 @@ def run(cfg: DictConfig) -> dict | None:
                                    str(cfg.eval.throughput_mode),
                                    rounds=int(cfg.eval.get("throughput_rounds", 1)))
         row.update(ims=speed["ims"], batch_ms=speed["batch_ms"], throughput_mode=speed["mode"],
-                   throughput_batch=limits["throughput_batch"])
+                   throughput_batch=limits["throughput_batch"], throughput_rounds=speed["rounds"])
+        if getattr(model, "batching", "min") == "ragged":
+            row["packed_attention"] = resolve_attention(
+                model.packed_attention, device, torch.float32, model.schedule.proportional_attention)
     if "flops" in stages:
         n = limits["flops_images"] or limits["images"] or len(val_set)
         images = square_images(val_set, n, crop)

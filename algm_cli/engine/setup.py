@@ -212,7 +212,8 @@ def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool, size
         merge = OmegaConf.to_container(m, resolve=True)
         return build_reduced(merge, cfg.backbone.name, classes, **options)
     return Segmenter(backbone=cfg.backbone.name, num_classes=classes, schedule=schedule,
-                     batching=str(m.get("batching", "min")), **options)
+                     batching=str(m.get("batching", "min")),
+                     packed_attention=str(m.get("packed_attention", "auto")), **options)
 
 
 def schedule_payload(schedule: MergeSchedule) -> dict:
