@@ -187,19 +187,22 @@ def packed_clap(
 
 
 def packed_best_edges(
-    metric: Tensor, counts: Tensor, a_start: int
+    metric: Tensor, sizes: tuple[int, ...], a_start: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return (scores, partner, n_a, n_b): padded (B, max N_A) best A->B cosine edges per image.
 
-    Padded A rows score -inf; an image without B tokens scores -inf everywhere.
+    sizes: tokens per image (host ints). Padded A rows score -inf; an image without B tokens
+    scores -inf everywhere.
     """
     total = metric.shape[0]
+    counts = torch.tensor(sizes, device=metric.device)
     seg, pos = segment_positions(counts, total)
     is_a = (pos % 2) == a_start
     n_a = (counts - a_start + 1).clamp(min=0) // 2
     n_b = counts - n_a
     B = len(counts)
-    max_a, max_b = int(n_a.max()), int(n_b.max())  # shapes of the padded sets
+    max_a = max((c - a_start + 1) // 2 for c in sizes)  # padded set sizes, from host counts
+    max_b = max(c - (c - a_start + 1) // 2 for c in sizes)
     unit = F.normalize(metric.detach().float(), dim=-1)
     pad_a = unit.new_zeros(B, max_a, unit.shape[1])
     pad_b = unit.new_zeros(B, max_b, unit.shape[1])
@@ -248,7 +251,7 @@ def packed_bipartite(
     a_start = default_a_start() if a_start is None else int(a_start)
     counts = state.counts_tensor()
     with torch.no_grad():
-        scores, partner, n_a, n_b = packed_best_edges(metric, counts, a_start)
+        scores, partner, n_a, n_b = packed_best_edges(metric, state.counts, a_start)
         count, eligible = choose(scores, n_a)  # (B,) merges per image
         order = scores.argsort(dim=1, descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(
