@@ -106,7 +106,9 @@ def apply_packed(
 ) -> tuple[Tensor, PackedState]:
     """Merge packed tokens x (T, C) sharing an image-local `slot` (T,); image b keeps out_counts[b].
 
-    The packed counterpart of `state.apply_assignment` (same value / reduce operators).
+    The packed counterpart of `state.apply_assignment` (same value / reduce operators; with
+    value="random" one priority is drawn per packed token, so the choices differ from the
+    per-image calls' random stream).
     """
     if value not in VALUE_MODES:
         raise ValueError(f"merge value mode must be one of {VALUE_MODES}; got {value!r}")
