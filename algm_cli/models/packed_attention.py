@@ -21,6 +21,7 @@ eager flex materialises T x T scores. All backends agree within float tolerance
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 
 import torch
@@ -139,7 +140,11 @@ def _flex(q, k, v, lengths, bias):
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + key_bias[kv_idx]
 
-    block_mask = create_block_mask(same_image, None, None, T, T, device=q.device)
+    # on CUDA build the block mask compiled where this torch can (eager materialises T x T)
+    compile_mask = q.device.type == "cuda" and "_compile" in inspect.signature(
+        create_block_mask).parameters
+    options = {"_compile": True} if compile_mask else {}
+    block_mask = create_block_mask(same_image, None, None, T, T, device=q.device, **options)
     fn = _compiled_flex() if q.device.type == "cuda" else flex_attention
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # eager flex warns that it is unfused
