@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import sys
 
-from hydra import compose, initialize_config_module
-
 import torch
+from hydra import compose, initialize_config_module
 
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from .data import open_dataset, square_images
 from .run import run
-from .setup import ConfigError, build_model, build_schedule, crop_size, pick_device, report_error
+from .setup import build_model, build_schedule, pick_device
+from .spec import ConfigError, report_error, resolve_spec
 from .throughput import make_batches
 from .timing import format_ratio, interleaved, ratio_summary
 
@@ -49,15 +49,17 @@ def demo_configs(overrides: list[str]) -> tuple:
 @torch.inference_mode()
 def interleaved_speedup(base_cfg, algm_cfg, base: dict, algm: dict, rounds: int = 7) -> dict:
     """Return ALGM's speed ratio over the baseline, timed interleaved on the trained model."""
-    device = pick_device(str(base_cfg.device))
-    model = build_model(base_cfg, NO_MERGE)
+    base_spec, algm_spec = resolve_spec(base_cfg), resolve_spec(algm_cfg)
+    device = pick_device(base_spec.device)
+    model = build_model(base_spec, NO_MERGE)
     load_checkpoint(model, base["checkpoint"])
     model.to(device).eval()
-    schedule = build_schedule(algm_cfg, "eval", algm["tau_calibrated"])
-    images = square_images(open_dataset(base_cfg, "val"), int(base_cfg.eval.throughput_images),
-                           crop_size(base_cfg))
-    batches = [b.to(device) for b in make_batches(images, int(base_cfg.eval.throughput_batch),
-                                                   str(base_cfg.eval.throughput_mode))]
+    schedule = build_schedule(algm_spec, "eval", algm["tau_calibrated"])
+    limits = base_spec.eval
+    images = square_images(open_dataset(base_spec.dataset, "val"), limits.throughput_images,
+                           base_spec.dataset.crop)
+    batches = [b.to(device) for b in make_batches(images, limits.throughput_batch,
+                                                   limits.throughput_mode)]
 
     def setting(sched):
         def forward_all():

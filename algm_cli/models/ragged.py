@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..merge.packed import PackedState, exclusive_cumsum, packed_clap, packed_gbm, packed_tome
+from .blocks import attention_output, embed, mlp_residual
 from .packed_attention import packed_sdpa
-from .vit import resize_pos_embed
 
 
 def packed_attention(attn: nn.Module, x: Tensor, lengths: list[int], backend: str = "auto",
@@ -30,14 +30,13 @@ def packed_attention(attn: nn.Module, x: Tensor, lengths: list[int], backend: st
     q, k = attn.q_norm(q), attn.k_norm(k)
     dropout = attn.attn_drop.p if attn.training else 0.0
     out = packed_sdpa(q, k, v, lengths, backend, bias, dropout).reshape(T, -1)
-    return attn.proj_drop(attn.proj(attn.norm(out))), (q, k, v)
+    return attention_output(attn, out, x), (q, k, v)
 
 
 def packed_block(blk: nn.Module, x: Tensor, lengths: list[int], backend: str = "auto") -> Tensor:
     """Return a timm Block's output on packed tokens x (T, C), attention within each image."""
     out, _ = packed_attention(blk.attn, blk.norm1(x), lengths, backend)
-    x = x + blk.drop_path1(blk.ls1(out))
-    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    return mlp_residual(blk, x + blk.drop_path1(blk.ls1(out)))
 
 
 def layout(counts: Tensor, total: int, extra: int, first: bool = True) -> tuple[Tensor, Tensor]:
@@ -103,11 +102,7 @@ def size_bias(state: PackedState) -> Tensor:
 def encode_ragged(encoder, images: Tensor, schedule, backend: str = "auto") -> tuple:
     """Return (packed final tokens (T, C) incl. class tokens, lengths, state, grid, stats)."""
     B = images.shape[0]
-    x = encoder.patch_embed.proj(images)
-    grid = (int(x.shape[2]), int(x.shape[3]))
-    x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    x = x + resize_pos_embed(encoder.pos_embed, grid)
+    x, grid = embed(encoder, images)  # (B, 1 + N, C)
     lengths = [x.shape[1]] * B
     x = x.reshape(-1, x.shape[-1])  # packed (T, C)
     state = PackedState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
@@ -120,7 +115,7 @@ def encode_ragged(encoder, images: Tensor, schedule, backend: str = "auto") -> t
         x = x + blk.drop_path1(blk.ls1(out))
         if spec is not None and schedule.placement == "between":
             x, lengths, state = _merge_packed(spec, schedule, x, state, grid, qkv)
-        x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        x = mlp_residual(blk, x)
         if spec is not None and schedule.placement == "after_mlp":
             x, lengths, state = _merge_packed(spec, schedule, x, state, grid, None)
         if spec is not None:
