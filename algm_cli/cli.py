@@ -9,6 +9,7 @@ is instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module with a Hydra-wrapped main(), one-line description)
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
+    if not sys.stderr.isatty():  # a log (CI, SLURM, `make demo > log`): a bar line per 30 s at most
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     module = importlib.import_module(COMMANDS[name][0])
     # Hydra reads sys.argv; the program name it shows in help is the full subcommand.
     sys.argv = [f"algm {name}", *rest]

@@ -1,17 +1,40 @@
-"""`algm flops`: GFLOPs of the configured model at the dataset's crop size, no data needed."""
+"""`algm flops`: GFLOPs of the configured model at the dataset's crop size, no data needed.
+
+ALGM thresholds left at `auto` (calibration needs data and the calibrate stage, which this
+command has not) become `released`: the released code's CLAP tau of the backbone and its in-batch
+GBM rule; `tau=` (or merge.clap_threshold / gbm_threshold numbers) sets them instead.
+"""
 
 from __future__ import annotations
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .flops import count_gflops
-from .setup import ConfigError, report_error, build_model, build_schedule, crop_size
+from .setup import (
+    ConfigError, build_model, build_schedule, crop_size, needs_calibration, report_error,
+)
+
+THRESHOLD_KEYS = ("clap_threshold", "gbm_threshold", "train_clap_threshold", "train_gbm_threshold")
+
+
+def released_for_auto(cfg: DictConfig) -> DictConfig:
+    """Return `cfg` with every `auto` merge threshold replaced by `released` (noted once)."""
+    if not needs_calibration(cfg):
+        return cfg
+    with open_dict(cfg):
+        for key in THRESHOLD_KEYS:
+            if cfg.merge.get(key) == "auto":
+                cfg.merge[key] = "released"
+    print("note: thresholds 'auto' need calibration on data: using the released thresholds "
+          "(tau=<number> sets your own)")
+    return cfg
 
 
 def model_gflops(cfg: DictConfig) -> float:
     """Return the GFLOPs of one forward of the configured model on a seeded random image."""
+    cfg = released_for_auto(cfg)
     schedule = build_schedule(cfg, "eval", None)
     model = build_model(cfg, schedule)
     size = crop_size(cfg)

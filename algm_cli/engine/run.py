@@ -30,6 +30,7 @@ from .calibrate import calibrate
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
 from .flops import count_gflops
+from .preflight import preflight, record_data_identity
 from .setup import (
     ALGM_METHODS, BASELINE_METHODS, SCHEDULE_METHODS, Batches, ConfigError, build_model,
     build_schedule, check_model_merge, check_thresholds, crop_size, eval_stride,
@@ -125,7 +126,8 @@ def run_calibration(cfg, work, device, limits, allowed: bool) -> float | None:
         return None
     identity, weights = base_weights(cfg, work)
     key = store.config_key({"weights": identity, "dataset": cfg.dataset.name,
-                            "crop": crop_size(cfg), "images": limits["calibration_images"]})
+                            "crop": crop_size(cfg), "images": limits["calibration_images"],
+                            "data": cfg.dataset.get("fingerprint")})
     cache = work / "calibration" / f"{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())["tau"]
@@ -154,6 +156,8 @@ def run(cfg: DictConfig) -> dict | None:
     if unknown:
         raise ConfigError(f"stages={stages}: unknown {unknown}; expected a subset of {list(STAGES)}")
     check_model_merge(cfg)
+    checked = preflight(cfg, stages)  # config, folders and data, before any expensive stage
+    record_data_identity(cfg, checked)  # the data fingerprints enter train_key and run_key
     check_thresholds(cfg)
     run_id = run_key(cfg)
     results = Path(str(cfg.results_dir))
@@ -167,7 +171,8 @@ def run(cfg: DictConfig) -> dict | None:
     work = Path(str(cfg.work_dir))
     limits = eval_limits(cfg)
     crop = crop_size(cfg)
-    row = {"run_id": run_id, **identity_columns(cfg), "stages": ";".join(stages)}
+    row = {"run_id": run_id, **identity_columns(cfg), "stages": ";".join(stages),
+           **{f"data_{split}": fp for split, fp in checked.fingerprints.items()}}
     start = time.time()
 
     tau = run_calibration(cfg, work, device, limits, allowed="calibrate" in stages)
@@ -187,12 +192,13 @@ def run(cfg: DictConfig) -> dict | None:
             train_set = open_dataset(cfg, "train")
             stream = Batches(train_set, TrainTransform(cfg, crop), settings["batch_size"],
                              int(cfg.seed))
-            info = train(model, stream, iterations=settings["iterations"], lr=settings["lr"],
-                         checkpoint=ckpt, momentum=settings["momentum"],
-                         weight_decay=settings["weight_decay"], poly_power=settings["poly_power"],
-                         min_lr=settings["min_lr"], amp=settings["amp"],
-                         checkpoint_every=int(cfg.train.checkpoint_every),
-                         optimizer=settings["optimizer"], device=device)
+            with store.exclusive(ckpt, "training this model"):  # a parallel twin waits, reuses
+                info = train(model, stream, iterations=settings["iterations"], lr=settings["lr"],
+                             checkpoint=ckpt, momentum=settings["momentum"],
+                             weight_decay=settings["weight_decay"],
+                             poly_power=settings["poly_power"], min_lr=settings["min_lr"],
+                             amp=settings["amp"], checkpoint_every=int(cfg.train.checkpoint_every),
+                             optimizer=settings["optimizer"], device=device)
             row.update(train_iterations=info["iterations"], final_loss=info["final_loss"])
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)

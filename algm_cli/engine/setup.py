@@ -245,7 +245,8 @@ def train_key(cfg: DictConfig, train_schedule: MergeSchedule) -> str:
     return config_hash({
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "backbone": cfg.backbone.name,
-        "dataset": {k: cfg.dataset[k] for k in ("name", "num_classes", "train_scale")},
+        "dataset": {k: cfg.dataset.get(k) for k in ("name", "num_classes", "train_scale",
+                                                     "fingerprint")},  # set by the preflight
         "crop": crop_size(cfg),
         "train": train_settings(cfg),
         "schedule": schedule_payload(train_schedule),
