@@ -41,6 +41,12 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_progress_in_logs(seconds: int = 30) -> None:
+    """Outside a terminal (CI, SLURM, `make demo > log`) let tqdm print a bar line per `seconds`."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(seconds))  # read by every tqdm (>= 4.66)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `argv` (default: sys.argv[1:]) to a command; return the exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -53,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    if not sys.stderr.isatty():  # a log (CI, SLURM, `make demo > log`): a bar line per 30 s at most
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
+    quiet_progress_in_logs()
     module = importlib.import_module(COMMANDS[name][0])
     # Hydra reads sys.argv; the program name it shows in help is the full subcommand.
     sys.argv = [f"algm {name}", *rest]
