@@ -255,5 +255,5 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point of `algm run`."""
     try:
         run(cfg)
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, ValueError, OSError) as err:  # OSError: disk full, ...
         report_error(err, "algm run")

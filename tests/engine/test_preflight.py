@@ -15,6 +15,8 @@ from algm_cli.engine.run import run
 from algm_cli.engine.setup import ConfigError, train_key
 from algm_cli.models.schedule import NO_MERGE
 
+from ..data.fakes import FAKES, write_both
+
 
 # the generated files read through the ADE20K loader: no regeneration for another spec
 ADE_SMALL = ["dataset=ade20k", "dataset.crop_size=32", "dataset.eval_short_side=32",
@@ -99,6 +101,22 @@ def test_corrupt_validation_image_is_named_before_calibration(data, tmp_path):
     with pytest.raises(DatasetError, match="cannot read image"):
         run(cfg)
     assert not (tmp_path / "work" / "calibration").exists()
+
+
+def test_missing_cityscapes_validation_label_fails_before_training(tmp_path):
+    fake = FAKES["cityscapes"]
+    root = tmp_path / "cityscapes"
+    write_both(fake, root, train=2, val=2)
+    fake.paths(root, "val", 1)[1].unlink()
+    with initialize_config_module("algm_cli.conf", version_base="1.3"):
+        cfg = compose("run", [
+            "dataset=cityscapes", f"dataset.root={root}", "smoke=true", "merge=none",
+            "dataset.crop_size=32", "dataset.eval_short_side=32", "dataset.eval_stride=16",
+            "dataset.train_scale=[64,32]", f"results_dir={tmp_path / 'r'}",
+            f"work_dir={tmp_path / 'w'}"])
+    with pytest.raises(DatasetError, match="bremen_000001_000019"):
+        run(cfg)
+    assert not (tmp_path / "w" / "checkpoints").exists()
 
 
 def test_data_fingerprint_enters_the_trained_model_identity(data, tmp_path):
