@@ -81,7 +81,14 @@ def load_rows(results_dir: str | Path) -> pd.DataFrame:
 
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock file `<path>.lock` (waiting, with a note, while another job holds it)."""
+    """Hold the lock file `<path>.lock` (waiting, with a note, while another job holds it).
+
+    Under torchrun (WORLD_SIZE > 1) nothing is locked: the ranks of one job work together, and
+    one rank waiting for another would deadlock the collective calls.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(f"{path}.lock")

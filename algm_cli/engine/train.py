@@ -60,8 +60,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_resume_state(checkpoint: Path, device: torch.device) -> dict | None:
-    """Return the newest readable training state (checkpoint, else its previous one), or None.
+def read_resume_state(checkpoint: Path, device: torch.device) -> tuple[dict, Path] | None:
+    """Return (state, file) of the newest readable checkpoint (it, else the previous), or None.
 
     An unreadable file is moved aside to `<name>.corrupt` with a note naming it.
     """
@@ -74,12 +74,16 @@ def read_resume_state(checkpoint: Path, device: torch.device) -> dict | None:
                 raise ValueError("not a training checkpoint (model, optimizer, iteration)")
         except Exception as err:  # noqa: BLE001 - truncated, empty or foreign files alike
             aside = path.with_name(f"{path.name}.corrupt")
-            os.replace(path, aside)
-            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:
+                pass  # another rank of this job moved it already
+            first = (str(err).splitlines() or [""])[0]
+            reason = first.split(". ")[0][:120] or type(err).__name__
             print(f"checkpoint {path} is unreadable ({reason}); moved to {aside}",
                   file=sys.stderr)
             continue
-        return state
+        return state, path
     return None
 
 
@@ -130,20 +134,21 @@ def train(
     model.to(device)
     optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     start = 0
-    state = read_resume_state(checkpoint, device)
-    if state is not None:
+    found = read_resume_state(checkpoint, device)
+    if found is not None:
+        state, path = found
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise ValueError(f"checkpoint {checkpoint} does not fit this model: "
+            raise ValueError(f"checkpoint {path} does not fit this model: "
                              f"{str(err).splitlines()[0][:200]}") from None
         start = int(state["iteration"])
         if "rng" in state:
             set_rng_state(state["rng"])
         if rank == 0:
-            print(f"resuming from iteration {start} of {iterations} ({checkpoint})" if start <
-                  iterations else f"trained model found ({checkpoint}): training skipped")
+            print(f"resuming from iteration {start} of {iterations} ({path})" if start <
+                  iterations else f"trained model found ({path}): training skipped")
     objective = TrainingObjective(model, ignore_index)  # the model's own loss (SETR aux, SegViT ATM)
     net = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
     net.train()
@@ -162,7 +167,7 @@ def train(
         optimizer.step()
         loss_value = loss.item()
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_value:.3f}")
+        progress.set_postfix(loss=f"{loss_value:.3f}", refresh=False)  # shown at the next print
         done = it + 1
         if rank == 0 and (done % checkpoint_every == 0 or done == iterations):
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -151,3 +151,16 @@ def test_smoke_rows_default_to_their_own_folder():
         assert compose("run", ["smoke=true"]).results_dir == "results/smoke"
         assert compose("run", []).results_dir == "results/runs"
         assert compose("run", ["smoke=true", "results_dir=/x"]).results_dir == "/x"
+
+
+@pytest.mark.slow
+def test_a_new_data_copy_retrains_and_the_row_records_it(data, tmp_path):
+    ade = copy_data(data, tmp_path)
+    first = run(cfg_for(tmp_path, "merge=none", "stages=[train,eval]", root=ade.parent))
+    label = sorted((ade / "annotations" / "training").iterdir())[1]
+    label.write_bytes(label.read_bytes() + b"\0")
+    second = run(cfg_for(tmp_path, "merge=none", "stages=[train,eval]", root=ade.parent))
+    assert second is not None and second["run_id"] != first["run_id"]  # not skipped as finished
+    assert second["checkpoint"] != first["checkpoint"]  # retrained, old model not reused
+    assert second["data_train"] != first["data_train"]
+    assert second["data_val"] == first["data_val"] and first["data_val"].startswith("4f-")

@@ -70,7 +70,7 @@ def test_corrupt_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, c
     resumed = fit(path, seed=7)
     out = capsys.readouterr()
     assert f"checkpoint {path} is unreadable" in out.err and f"moved to {path}.corrupt" in out.err
-    assert "resuming from iteration 2 of 6" in out.out
+    assert f"resuming from iteration 2 of 6 ({path}.prev)" in out.out
     assert (tmp_path / "cut.pt.corrupt").is_file() and same(whole, resumed)
 
 
