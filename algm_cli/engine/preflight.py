@@ -95,9 +95,8 @@ def check_values(cfg: DictConfig) -> None:
             key, value = "dataset.lr", cfg.dataset.get("lr")
         as_number(key, value, minimum, strict)
     check_window(cfg.merge.get("window", [2, 2]))
-    for key in ("merge.clap_layer",):
-        if lookup(cfg, key) is not None:
-            as_int(key, lookup(cfg, key), 1)
+    if cfg.merge.get("clap_layer") is not None:
+        as_int("merge.clap_layer", cfg.merge.clap_layer, 1)
     layers = cfg.merge.get("gbm_layers", [])
     if not isinstance(layers, (list, ListConfig)):
         raise ConfigError(f"merge.gbm_layers={layers!r}: expected a list of layers, e.g. [5]")
@@ -112,10 +111,10 @@ def check_window(window) -> None:
     if not isinstance(window, (list, tuple, ListConfig)) or len(window) != 2:
         raise ConfigError(f"merge.window={_show(window)}: {expected}")
     try:
-        sizes = [as_int("merge.window", k, 1) for k in window]
+        for size in window:
+            as_int("merge.window", size, 1)
     except ConfigError:
         raise ConfigError(f"merge.window={_show(window)}: {expected}") from None
-    del sizes
 
 
 def _show(value) -> str:
