@@ -23,13 +23,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..data import DatasetError
-from ..data.transforms import eval_resize, normalize
+from ..data.transforms import IGNORE, eval_resize, normalize
 from ..engine.data import open_dataset
-from ..engine.run import run_calibration
+from ..engine.calibration import run_calibration
 from ..engine.setup import (
     ConfigError, build_model, build_schedule, crop_size, eval_stride, pick_device, report_error,
+    resolve_spec,
 )
 from ..engine.store import write_atomic
+from ..models.registry import families
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from ..models.vit import PATCH
@@ -43,7 +45,6 @@ SMOKE_IMAGES = 2  # smoke=true: images analysed and calibration images
 # analysis -> (figure patterns, CSV patterns) it writes; removed before it writes again
 OUTPUTS = {"similarity": (("similarity_local.png", "similarity_global.png"), ("similarity.csv",)),
            "merges": (("merges_*.png",), ()), "predictions": (("predictions.png",), ())}
-IGNORE = 255
 
 
 def positional_to_override(argv: list[str]) -> list[str]:
@@ -124,8 +125,8 @@ def eval_schedule(cfg: DictConfig, device: torch.device):
         raise ConfigError(f"`algm analyze {cfg.analysis}` shows merging: choose a merge method "
                           "other than merge=none (e.g. merge=algm)")
     images = SMOKE_IMAGES if cfg.get("smoke") else int(cfg.calibration_images)
-    tau = run_calibration(cfg, Path(str(cfg.work_dir)), device,
-                          {"calibration_images": images}, allowed=True)
+    tau = run_calibration(resolve_spec(cfg), Path(str(cfg.work_dir)), device, images,
+                          allowed=True)
     return build_schedule(cfg, "eval", tau), tau
 
 
@@ -163,7 +164,7 @@ def analyze_similarity(cfg: DictConfig) -> dict[str, Path]:
     if not 1 <= int(cfg.local_layer) <= depth:
         raise ConfigError(f"local_layer={cfg.local_layer}: expected 1..{depth}")
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     study = SimilarityStudy(windows=windows, local_layer=int(cfg.local_layer))
     layers = tuple(range(1, depth + 1))
     for item in tqdm(samples(cfg, dataset, count), total=min(count, len(dataset)),
@@ -201,7 +202,7 @@ def analyze_merges(cfg: DictConfig) -> dict[str, Path]:
     schedule, tau = eval_schedule(cfg, device)
     schedule.check_depth(model.encoder.depth)
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     figures, _ = out_dirs(cfg)
     items, paths = [], {}
     for item in tqdm(samples(cfg, dataset, count), total=min(count, len(dataset)), desc="merges"):
@@ -234,7 +235,7 @@ def analyze_predictions(cfg: DictConfig) -> dict[str, Path]:
     base_path = cfg.baseline_checkpoint if cfg.baseline_checkpoint is not None else cfg.checkpoint
     baseline = load_model(cfg, base_path, device)
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     num_classes = int(cfg.dataset.num_classes)
     palette = palette_for(dataset, num_classes)
     crop, stride = crop_size(cfg), eval_stride(cfg)
@@ -271,6 +272,10 @@ def analyze(cfg: DictConfig) -> dict[str, Path]:
     if cfg.analysis not in commands:
         raise ConfigError(f"analysis={cfg.analysis!r}: expected one of {list(ANALYSES)} "
                           "(`algm analyze <similarity|merges|predictions> [key=value ...]`)")
+    if not resolve_spec(cfg).family.analyze:
+        able = [name for name, fam in families().items() if fam.analyze]
+        raise ConfigError(f"algm analyze does not apply to model={cfg.model.name} (no plain ViT "
+                          f"encoder); expected model= one of {', '.join(able)}")
     return commands[cfg.analysis](cfg)
 
 

@@ -12,16 +12,15 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from .flops import count_gflops
-from .setup import (
-    ConfigError, build_model, build_schedule, crop_size, needs_calibration, report_error,
-)
+from .setup import build_model, build_schedule
+from .spec import ConfigError, merge_spec, report_error, resolve_spec
 
 THRESHOLD_KEYS = ("clap_threshold", "gbm_threshold", "train_clap_threshold", "train_gbm_threshold")
 
 
 def released_for_auto(cfg: DictConfig) -> DictConfig:
     """Return `cfg` with every `auto` merge threshold replaced by `released` (noted once)."""
-    if not needs_calibration(cfg):
+    if not merge_spec(cfg).needs_calibration():
         return cfg
     with open_dict(cfg):
         for key in THRESHOLD_KEYS:
@@ -32,13 +31,14 @@ def released_for_auto(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def model_gflops(cfg: DictConfig) -> float:
+def model_gflops(spec) -> float:
     """Return the GFLOPs of one forward of the configured model on a seeded random image."""
-    cfg = released_for_auto(cfg)
-    schedule = build_schedule(cfg, "eval", None)
-    model = build_model(cfg, schedule)
-    size = crop_size(cfg)
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    if isinstance(spec, DictConfig):
+        spec = released_for_auto(spec)
+    spec = resolve_spec(spec)
+    model = build_model(spec, build_schedule(spec, "eval", None))
+    size = spec.dataset.crop
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(spec.seed))
     return count_gflops(model, image)
 
 
@@ -46,10 +46,11 @@ def model_gflops(cfg: DictConfig) -> float:
 def main(cfg: DictConfig) -> None:
     """Print the model, input size and `GFLOPs: <value>`."""
     try:
-        value = model_gflops(cfg)
+        spec = resolve_spec(released_for_auto(cfg))
+        value = model_gflops(spec)
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
-    size = crop_size(cfg)
+    size = spec.dataset.crop
     print(f"{cfg.model.name} {cfg.backbone.name} ({cfg.model.decoder} decoder), {cfg.dataset.name} "
           f"{size}x{size}, {cfg.dataset.num_classes} classes, merge={cfg.merge.method}")
     print(f"GFLOPs: {value:.2f}")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, open_dict
 from ..data import DatasetError
 from .data import open_dataset
 from .fingerprint import data_fingerprint
-from .setup import ConfigError, needs_calibration
+from .spec import ConfigError, dataset_spec, merge_spec
 
 # (key, smallest allowed value, null allowed): integer settings of a run
 INTEGER_KEYS = (
@@ -182,7 +182,7 @@ def read_samples(dataset, split: str, cfg: DictConfig) -> None:
 def needed_splits(cfg: DictConfig, stages: list[str]) -> list[str]:
     """Return the splits the stages read: train (training, calibration, data identity), val."""
     splits = []
-    if cfg.checkpoint is None or ("calibrate" in stages and needs_calibration(cfg)):
+    if cfg.checkpoint is None or ("calibrate" in stages and merge_spec(cfg).needs_calibration()):
         splits.append("train")
     if any(s in stages for s in ("eval", "throughput", "flops")):
         splits.append("val")
@@ -198,7 +198,7 @@ def preflight(cfg: DictConfig, stages: list[str]) -> Checked:
         raise ConfigError(f"checkpoint={cfg.checkpoint}: no such file")
     datasets, fingerprints = {}, {}
     for split in needed_splits(cfg, stages):
-        datasets[split] = open_dataset(cfg, split)
+        datasets[split] = open_dataset(dataset_spec(cfg), split)
         read_samples(datasets[split], split, cfg)
         fingerprints[split] = data_fingerprint(datasets[split])
     return Checked(datasets, fingerprints)

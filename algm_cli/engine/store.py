@@ -72,13 +72,6 @@ def write_row(results_dir: str | Path, row: dict) -> Path:
     return path
 
 
-def load_rows(results_dir: str | Path) -> pd.DataFrame:
-    """Return every stored row (a quick view; the report validates rows itself)."""
-    files = sorted(Path(results_dir).glob("*.csv"))
-    frames = [pd.read_csv(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold the lock file `<path>.lock` (waiting, with a note, while another job holds it).

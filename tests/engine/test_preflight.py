@@ -13,6 +13,7 @@ from algm_cli.data.synthetic import SyntheticSpec, generate
 from algm_cli.engine.preflight import preflight, record_data_identity
 from algm_cli.engine.run import run
 from algm_cli.engine.setup import ConfigError, train_key
+from algm_cli.engine.spec import resolve_spec
 from algm_cli.models.schedule import NO_MERGE
 
 from ..data.fakes import FAKES, write_both
@@ -126,7 +127,7 @@ def test_data_fingerprint_enters_the_trained_model_identity(data, tmp_path):
         cfg = cfg_for(tmp_path, root=ade.parent)
         checked = preflight(cfg, list(cfg.stages))
         record_data_identity(cfg, checked)
-        keys.append((train_key(cfg, NO_MERGE), checked.fingerprints["train"]))
+        keys.append((train_key(resolve_spec(cfg), NO_MERGE), checked.fingerprints["train"]))
         label = sorted((ade / "annotations" / "training").iterdir())[0]
         label.write_bytes(label.read_bytes() + b"\0")  # a fixed / replaced data copy
     assert keys[0][0] != keys[1][0] and keys[0][1] != keys[1][1]
