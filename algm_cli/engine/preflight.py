@@ -197,6 +197,9 @@ def preflight(cfg: DictConfig, stages: list[str]) -> Checked:
     if cfg.checkpoint is not None and not Path(str(cfg.checkpoint)).is_file():
         raise ConfigError(f"checkpoint={cfg.checkpoint}: no such file")
     datasets, fingerprints = {}, {}
+    task = cfg.get("task") or {}
+    if str(task.get("name", "segmentation")) != "segmentation":
+        return Checked(datasets, fingerprints)  # pose data: checked by its own loader for now
     for split in needed_splits(cfg, stages):
         datasets[split] = open_dataset(dataset_spec(cfg), split)
         read_samples(datasets[split], split, cfg)
