@@ -210,6 +210,9 @@ def merge_spec(cfg: DictConfig) -> MergeSpec:
     """Return the merge settings of `cfg` (thresholds checked)."""
     m = cfg.merge
     check_thresholds(cfg)
+    variant = m.get("variant")  # the baselines' keys interpolate from merge.<variant>
+    if variant is not None and variant not in ("released", "paper"):
+        raise ConfigError(f"merge.variant={variant!r}: expected released or paper")
     released = cfg.backbone.released_clap_threshold
     return MergeSpec(
         method=str(m.method), options=frozen(m), during_training=bool(m.during_training),
