@@ -9,6 +9,7 @@ is instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module with a Hydra-wrapped main(), one-line description)
@@ -40,6 +41,12 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_progress_in_logs(seconds: int = 30) -> None:
+    """Outside a terminal (CI, SLURM, `make demo > log`) let tqdm print a bar line per `seconds`."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(seconds))  # read by every tqdm (>= 4.66)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `argv` (default: sys.argv[1:]) to a command; return the exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
+    quiet_progress_in_logs()
     module = importlib.import_module(COMMANDS[name][0])
     # Hydra reads sys.argv; the program name it shows in help is the full subcommand.
     sys.argv = [f"algm {name}", *rest]

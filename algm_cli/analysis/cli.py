@@ -2,7 +2,9 @@
 
 The first word after `analyze` (one without '=') becomes the override `analysis=<word>` before
 Hydra parses the command line, so `algm analyze merges checkpoint=...` and
-`algm analyze analysis=merges checkpoint=...` are the same call.
+`algm analyze analysis=merges checkpoint=...` are the same call. Files go to out_dir / csv_dir
+(default outputs/analysis, outside the committed results/); an analysis first removes the files
+its previous call left there (OUTPUTS), so no stale figure sits beside the new ones.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from .similarity import SimilarityStudy, patch_labels, plot_global, plot_local
 
 ANALYSES = ("similarity", "merges", "predictions")
 DEFAULT_IMAGES = {"similarity": 64, "merges": 4, "predictions": 4}
+SMOKE_IMAGES = 2  # smoke=true: images analysed and calibration images
+# analysis -> (figure patterns, CSV patterns) it writes; removed before it writes again
+OUTPUTS = {"similarity": (("similarity_local.png", "similarity_global.png"), ("similarity.csv",)),
+           "merges": (("merges_*.png",), ()), "predictions": (("predictions.png",), ())}
 
 
 def positional_to_override(argv: list[str]) -> list[str]:
@@ -76,7 +82,8 @@ def prepare(sample: dict, short_side: int) -> Prepared:
 
 def image_count(cfg: DictConfig) -> int:
     """Return the number of images of this analysis (`images`, or the analysis' default)."""
-    count = cfg.images if cfg.images is not None else DEFAULT_IMAGES[cfg.analysis]
+    default = SMOKE_IMAGES if cfg.get("smoke") else DEFAULT_IMAGES[cfg.analysis]
+    count = cfg.images if cfg.images is not None else default
     if int(count) < 1:
         raise ConfigError(f"images={count}: expected a positive number of images")
     return int(count)
@@ -117,8 +124,9 @@ def eval_schedule(cfg: DictConfig, device: torch.device):
     if cfg.merge.method == "none":
         raise ConfigError(f"`algm analyze {cfg.analysis}` shows merging: choose a merge method "
                           "other than merge=none (e.g. merge=algm)")
-    tau = run_calibration(resolve_spec(cfg), Path(str(cfg.work_dir)), device,
-                          int(cfg.calibration_images), allowed=True)
+    images = SMOKE_IMAGES if cfg.get("smoke") else int(cfg.calibration_images)
+    tau = run_calibration(resolve_spec(cfg), Path(str(cfg.work_dir)), device, images,
+                          allowed=True)
     return build_schedule(cfg, "eval", tau), tau
 
 
@@ -128,10 +136,17 @@ def describe(cfg: DictConfig) -> str:
 
 
 def out_dirs(cfg: DictConfig) -> tuple[Path, Path]:
-    """Return (figure folder, CSV folder), created."""
+    """Return (figure folder, CSV folder), created and cleared of this analysis' old files."""
     figures, tables = Path(str(cfg.out_dir)), Path(str(cfg.csv_dir))
-    figures.mkdir(parents=True, exist_ok=True)
-    tables.mkdir(parents=True, exist_ok=True)
+    for folder, patterns in zip((figures, tables), OUTPUTS[cfg.analysis]):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for pattern in patterns:
+                for old in folder.glob(pattern):
+                    old.unlink()
+        except OSError as err:
+            raise ConfigError(f"{'out_dir' if folder == figures else 'csv_dir'}={folder}: not "
+                              f"writable ({err.strerror or err})") from None
     return figures, tables
 
 

@@ -8,7 +8,9 @@ small objects carry detail that over-merging destroys. Labels follow ADE20K: 0 =
 pixel outline around objects), class c is stored as c + 1.
 
 Generation is seeded and deterministic, takes a few seconds, and is cached: a marker file holds
-the generation parameters, and a folder with a matching marker is reused.
+the generation parameters, and a folder with a matching marker is reused. Concurrent first runs
+are safe: one process generates under a file lock (root/.synthetic.lock) into a temporary folder
+that is renamed into place; the others wait and reuse it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 CLASS_NAMES = ("sky", "grass", "water", "wall", "floor", "car", "person", "sign")
@@ -106,28 +109,49 @@ def sample(index: int, spec: SyntheticSpec, styles: dict) -> tuple[np.ndarray, n
     return image, ade
 
 
+def _is_current(marker: Path, spec: SyntheticSpec) -> bool:
+    """Return True when `marker` records exactly `spec` (the folder beside it is complete)."""
+    try:
+        return json.loads(marker.read_text()) == asdict(spec)
+    except (OSError, ValueError):
+        return False
+
+
+def _write_split(out: Path, split: str, count: int, offset: int, spec, styles) -> None:
+    """Write `count` samples of `split` (images and ADE-style labels) under `out`."""
+    img_dir = out / "images" / split
+    ann_dir = out / "annotations" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, label = sample(offset + i, spec, styles)
+        name = f"synthetic_{split}_{i:05d}"
+        Image.fromarray(image).save(img_dir / f"{name}.png")
+        Image.fromarray(label).save(ann_dir / f"{name}.png")
+
+
 def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Write (or reuse) the dataset under root/ADEChallengeData2016; return that folder."""
     root = Path(root)
     out = root / "ADEChallengeData2016"
     marker = root / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(spec):
+    if _is_current(marker, spec):
         return out
-    if out.exists():
-        shutil.rmtree(out)
-    styles = class_styles()
-    splits = (("training", spec.train, 0), ("validation", spec.val, spec.train))
-    for split, count, offset in splits:
-        img_dir = out / "images" / split
-        ann_dir = out / "annotations" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        ann_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            image, label = sample(offset + i, spec, styles)
-            name = f"synthetic_{split}_{i:05d}"
-            Image.fromarray(image).save(img_dir / f"{name}.png")
-            Image.fromarray(label).save(ann_dir / f"{name}.png")
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(spec)))
-    tmp.replace(marker)  # the marker appears only once every file is written
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".synthetic.lock")):
+        if _is_current(marker, spec):  # another process generated it while we waited
+            return out
+        marker.unlink(missing_ok=True)
+        staging = root / f".{out.name}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        styles = class_styles()
+        _write_split(staging, "training", spec.train, 0, spec, styles)
+        _write_split(staging, "validation", spec.val, spec.train, spec, styles)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(spec)))
+        tmp.replace(marker)  # the marker appears only once every file is in place
     return out

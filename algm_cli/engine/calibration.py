@@ -39,7 +39,9 @@ def run_calibration(spec: RunSpec, work: Path, device, images: int, allowed: boo
         return None
     identity, weights = base_weights(spec, work)
     key = store.config_key({"weights": identity, "dataset": spec.dataset.name,
-                            "crop": spec.dataset.crop, "images": images})
+                            "crop": spec.dataset.crop, "images": images,
+                            **({"data": spec.dataset.fingerprint} if spec.dataset.fingerprint
+                               else {})})
     cache = work / "calibration" / f"{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())["tau"]

@@ -1,19 +1,41 @@
-"""`algm flops`: GFLOPs of the configured model at the dataset's crop size, no data needed."""
+"""`algm flops`: GFLOPs of the configured model at the dataset's crop size, no data needed.
+
+ALGM thresholds left at `auto` (calibration needs data and the calibrate stage, which this
+command has not) become `released`: the released code's CLAP tau of the backbone and its in-batch
+GBM rule; `tau=` (or merge.clap_threshold / gbm_threshold numbers) sets them instead.
+"""
 
 from __future__ import annotations
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ..models.schedule import NO_MERGE
 from .flops import count_gflops
 from .setup import build_model, build_schedule
-from .spec import ConfigError, report_error, resolve_spec
+from .spec import ConfigError, merge_spec, report_error, resolve_spec
+
+THRESHOLD_KEYS = ("clap_threshold", "gbm_threshold", "train_clap_threshold", "train_gbm_threshold")
+
+
+def released_for_auto(cfg: DictConfig) -> DictConfig:
+    """Return `cfg` with every `auto` merge threshold replaced by `released` (noted once)."""
+    if not merge_spec(cfg).needs_calibration():
+        return cfg
+    with open_dict(cfg):
+        for key in THRESHOLD_KEYS:
+            if cfg.merge.get(key) == "auto":
+                cfg.merge[key] = "released"
+    print("note: thresholds 'auto' need calibration on data: using the released thresholds "
+          "(tau=<number> sets your own)")
+    return cfg
 
 
 def model_gflops(spec) -> float:
     """Return the GFLOPs of one forward of the configured model on a seeded random image."""
+    if isinstance(spec, DictConfig):
+        spec = released_for_auto(spec)
     spec = resolve_spec(spec)
     model = build_model(spec, build_schedule(spec, "eval", None))
     size = spec.dataset.crop
@@ -33,7 +55,7 @@ def mask2former_gflops(spec) -> tuple[dict[str, float], float]:
 def main(cfg: DictConfig) -> None:
     """Print the model, input size and `GFLOPs: <value>` (EVA + Mask2Former: full count first)."""
     try:
-        spec = resolve_spec(cfg)
+        spec = resolve_spec(released_for_auto(cfg))
         if cfg.model.name == "mask2former" and cfg.merge.method == "none":
             parts, value = mask2former_gflops(spec)
             print("full count (GMACs): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))

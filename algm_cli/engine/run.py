@@ -30,6 +30,7 @@ from .calibration import run_calibration
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
 from .flops import count_gflops
+from .preflight import preflight, record_data_identity
 from .rows import identity_columns
 from .setup import Batches, build_model, build_schedule, pick_device, train_key
 from .spec import ConfigError, RunSpec, report_error, resolve_spec
@@ -61,12 +62,13 @@ def train_stage(spec: RunSpec, model, ckpt: Path, device) -> dict:
         stream = Batches(open_dataset(spec.dataset, "train"), TrainTransform(spec.dataset, crop),
                          recipe.batch_size, spec.seed)
     meter = TrainMeter(device, recipe.iterations)  # training peak memory, images/s (memory.py)
-    info = train(model, stream, iterations=recipe.iterations, lr=recipe.lr, checkpoint=ckpt,
-                 momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                 poly_power=recipe.poly_power, min_lr=recipe.min_lr, amp=recipe.amp,
-                 checkpoint_every=recipe.checkpoint_every, optimizer=recipe.optimizer,
-                 ignore_index=spec.dataset.ignore_index, device=device, meter=meter,
-                 warmup=recipe.warmup, layer_decay=recipe.layer_decay)
+    with store.exclusive(ckpt, "training this model"):  # a parallel twin waits, then reuses it
+        info = train(model, stream, iterations=recipe.iterations, lr=recipe.lr, checkpoint=ckpt,
+                     momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                     poly_power=recipe.poly_power, min_lr=recipe.min_lr, amp=recipe.amp,
+                     checkpoint_every=recipe.checkpoint_every, optimizer=recipe.optimizer,
+                     ignore_index=spec.dataset.ignore_index, device=device, meter=meter,
+                     warmup=recipe.warmup, layer_decay=recipe.layer_decay)
     return {"train_iterations": info["iterations"], "final_loss": info["final_loss"],
             "train_batch": recipe.batch_size, **meter.result()}
 
@@ -94,6 +96,8 @@ def run(cfg) -> dict | None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"stages={stages}: unknown {unknown}; expected a subset of {list(STAGES)}")
+    checked = preflight(cfg, stages)  # config, folders and data, before any expensive stage
+    record_data_identity(cfg, checked)  # the data fingerprints enter the training and run ids
     spec = resolve_spec(cfg)
     run_id = spec.run_id
     results = Path(spec.results_dir)
@@ -106,7 +110,8 @@ def run(cfg) -> dict | None:
     device = pick_device(spec.device)
     work = Path(spec.work_dir)
     limits, crop = spec.eval, spec.dataset.crop
-    row = {"run_id": run_id, **identity_columns(spec), "stages": ";".join(stages)}
+    row = {"run_id": run_id, **identity_columns(spec), "stages": ";".join(stages),
+           **{f"data_{split}": fp for split, fp in checked.fingerprints.items()}}
     start = time.time()
 
     tau = run_calibration(spec, work, device, limits.calibration_images,
@@ -176,5 +181,5 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point of `algm run`."""
     try:
         run(cfg)
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, ValueError, OSError) as err:  # OSError: disk full, ...
         report_error(err, "algm run")

@@ -121,7 +121,9 @@ def train_key(spec: RunSpec, train_schedule: MergeSchedule) -> str:
         "backbone": spec.backbone.name,
         # train_scale as its text, as the DictConfig list was hashed (keeps checkpoint ids)
         "dataset": {"name": d.name, "num_classes": d.num_classes,
-                    "train_scale": str(list(d.train_scale))},
+                    "train_scale": str(list(d.train_scale)),
+                    # the data itself (set by the preflight of `algm run`)
+                    **({"fingerprint": d.fingerprint} if d.fingerprint else {})},
         "crop": d.crop,
         "train": spec.train.settings(),
         "schedule": schedule_payload(train_schedule),

@@ -54,6 +54,7 @@ class DatasetSpec:
     eval_short_side: int
     train_scale: tuple[int, int]
     ignore_index: int = IGNORE
+    fingerprint: str | None = None  # of the training split (preflight.py): the data's identity
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def dataset_spec(cfg: DictConfig) -> DatasetSpec:
         name=str(d.name), root=str(d.root), num_classes=int(d.num_classes),
         crop=per_dataset(cfg, "crop_size"), stride=per_dataset(cfg, "eval_stride"),
         eval_short_side=int(d.eval_short_side), train_scale=tuple(int(v) for v in d.train_scale),
+        fingerprint=d.get("fingerprint"),
     )
 
 

@@ -1,13 +1,19 @@
 """Training with Segmenter's recipe: SGD, polynomial LR per iteration, the model's own loss.
 
-Checkpoints are written atomically every `checkpoint_every` iterations and at the end; a rerun
-resumes from the latest one. Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) the model runs
+Checkpoints are written atomically every `checkpoint_every` iterations and at the end, the one
+before kept as `<name>.prev`; a rerun resumes from the latest one and says so ("resuming from
+iteration 100 of 300"). A checkpoint also holds the torch random-number state (dropout, drop
+path), and the batches are a function of (seed, iteration), so a resumed run equals an
+uninterrupted one (on the CPU; CUDA kernels may differ in the last bits). An unreadable resume
+checkpoint is named, moved aside to `<name>.corrupt`, and training restarts from `<name>.prev`
+(or from scratch when there is none). Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) the model runs
 in DistributedDataParallel, each rank drawing its own samples; no SLURM variables are needed.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,11 +32,13 @@ def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: fl
     return (base_lr - min_lr) * (1 - iteration / total) ** power + min_lr
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename into place."""
+def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
+    """torch.save to a temporary file, then rename into place (the old file -> `previous`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
+    if keep_previous and path.is_file():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
 
 
@@ -39,6 +47,53 @@ def warmup_factor(iteration: int, warmup: int, ratio: float = 1e-6) -> float:
     if iteration >= warmup:
         return 1.0
     return 1 - (1 - iteration / warmup) * (1 - ratio)
+
+
+def previous(path: Path) -> Path:
+    """Return where the checkpoint written before `path`'s current one is kept."""
+    return path.with_name(f"{path.name}.prev")
+
+
+def rng_state() -> dict:
+    """Return the torch random-number states (CPU, and every CUDA device when present)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states `rng_state` returned."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_resume_state(checkpoint: Path, device: torch.device) -> tuple[dict, Path] | None:
+    """Return (state, file) of the newest readable checkpoint (it, else the previous), or None.
+
+    An unreadable file is moved aside to `<name>.corrupt` with a note naming it.
+    """
+    for path in (checkpoint, previous(checkpoint)):
+        if not path.is_file():
+            continue
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            if not {"model", "optimizer", "iteration"} <= set(state):
+                raise ValueError("not a training checkpoint (model, optimizer, iteration)")
+        except Exception as err:  # noqa: BLE001 - truncated, empty or foreign files alike
+            aside = path.with_name(f"{path.name}.corrupt")
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:
+                pass  # another rank of this job moved it already
+            first = (str(err).splitlines() or [""])[0]
+            reason = first.split(". ")[0][:120] or type(err).__name__
+            print(f"checkpoint {path} is unreadable ({reason}); moved to {aside}",
+                  file=sys.stderr)
+            continue
+        return state, path
+    return None
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -84,7 +139,7 @@ def train(
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
-    A checkpoint holds {"model", "optimizer", "iteration"}; a finished one (iteration ==
+    A checkpoint holds {"model", "optimizer", "iteration", "rng"}; a finished one (iteration ==
     iterations) is loaded and training is skipped. `meter` (engine.memory.TrainMeter) measures
     training peak memory and images/s around each iteration. warmup: linear warm-up iterations
     (ratio 1e-6, mmcv's rule) before the poly decay; layer_decay: layer-wise LR decay for models
@@ -101,11 +156,21 @@ def train(
         params = model.param_groups(weight_decay, layer_decay)
     optimizer = make_optimizer(optimizer, params, lr, momentum, weight_decay)
     start = 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    found = read_resume_state(checkpoint, device)
+    if found is not None:
+        state, path = found
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(f"checkpoint {path} does not fit this model: "
+                             f"{str(err).splitlines()[0][:200]}") from None
         start = int(state["iteration"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        if rank == 0:
+            print(f"resuming from iteration {start} of {iterations} ({path})" if start <
+                  iterations else f"trained model found ({path}): training skipped")
     objective = TrainingObjective(model, ignore_index)  # the model's own loss (SETR aux, SegViT ATM)
     net = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
     net.train()
@@ -129,11 +194,11 @@ def train(
             optimizer.step()
         loss_value = loss.item()
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_value:.3f}")
+        progress.set_postfix(loss=f"{loss_value:.3f}", refresh=False)  # shown at the next print
         done = it + 1
         if rank == 0 and (done % checkpoint_every == 0 or done == iterations):
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "iteration": done}, checkpoint)
+                         "iteration": done, "rng": rng_state()}, checkpoint, keep_previous=True)
     progress.close()
     model.eval()
     return {"iterations": iterations, "final_loss": loss_value}

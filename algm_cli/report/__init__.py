@@ -32,18 +32,30 @@ def _index(out_dir: Path, paths: list[Path], warnings: list[str]) -> Path:
     return path
 
 
-def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Render tables, figures and report.md; return (written paths, warnings)."""
+def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path, include_smoke: bool = False,
+                 require_rows: bool = False) -> tuple[list[Path], list[str]]:
+    """Render tables, figures and report.md; return (written paths, warnings).
+
+    smoke=true rows count only with include_smoke. With require_rows (the CLI), a missing
+    `runs_dir` raises FileNotFoundError and one without valid rows ValueError, before anything
+    is rewritten; without it the tables show the papers' numbers only.
+    """
     from .figures import render_figures
     from .load import load_runs
     from .paper import load_paper
     from .segformerpp import render_segformerpp_tables
     from .tables import render_tables
 
+    if require_rows and not Path(runs_dir).is_dir():
+        raise FileNotFoundError(f"runs_dir={runs_dir}: no such folder (expected the folder of "
+                                "run rows that `algm run` writes, e.g. results/runs)")
+    loaded = load_runs(runs_dir, include_smoke)
+    warnings = list(loaded.warnings)
+    if require_rows and loaded.rows.empty:
+        why = "; ".join(warnings[:3]) or "no *.csv files"
+        raise ValueError(f"runs_dir={runs_dir}: no valid run rows ({why}); nothing rewritten")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_runs(runs_dir)
-    warnings = list(loaded.warnings)
     paper = load_paper(paper_dir)
     if paper.empty:
         warnings.append(f"{paper_dir}: no paper CSVs; paper columns stay empty")

@@ -13,7 +13,8 @@ from . import build_report
 def main(cfg: DictConfig) -> None:
     """Write results/tables, results/figures and results/report.md; print what was written."""
     try:
-        paths, warnings = build_report(cfg.runs_dir, cfg.paper_dir, cfg.out_dir)
+        paths, warnings = build_report(cfg.runs_dir, cfg.paper_dir, cfg.out_dir,
+                                       bool(cfg.get("include_smoke", False)), require_rows=True)
     except (ValueError, FileNotFoundError, OSError) as err:
         report_error(err, "algm report")
     for warning in warnings:

@@ -3,7 +3,9 @@
 Validation (each problem becomes a warning naming the file and line, and the row or file is
 skipped, never averaged in): unreadable or empty files, a header missing a required column, a row
 whose field count differs from the header's (a partial write), an empty identity field, an
-unparseable timestamp, a non-numeric or non-finite metric, and status != ok.
+unparseable timestamp, a non-numeric or non-finite metric, an impossible metric (mIoU outside
+[0, 100], im/s or GFLOPs <= 0, a kept fraction outside [0, 1]), and status != ok. Rows of
+smoke=true runs are left out unless asked for (one warning counts them).
 
 Canonical values (so filters compare plain strings): lower-case text; booleans 'true'/'false';
 layer lists '5;7'; thresholds as '%.6g' numbers or 'auto'/'released'; optional config columns that
@@ -25,6 +27,10 @@ from ..engine.rows import (  # the row schema, shared with the engine
     REQUIRED_COLUMNS, TEXT_COLUMNS, THRESHOLD_COLUMNS,
 )
 
+# metric -> (lowest, highest, lowest allowed itself): values outside make the row invalid
+METRIC_RANGES = {"miou": (0.0, 100.0, True), "ims": (0.0, math.inf, False),
+                 "gflops": (0.0, math.inf, False), "kept_clap": (0.0, 1.0, True),
+                 "kept_final": (0.0, 1.0, True)}
 # Filter key with a special meaning: inference thresholds equal the training ones (not lowered).
 AS_TRAINED = "as_trained"
 
@@ -85,6 +91,17 @@ def _parse_metric(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _impossible(column: str, value: float) -> str | None:
+    """Return why a parsed metric value cannot be right (None when plausible or empty)."""
+    if math.isnan(value) or column not in METRIC_RANGES:
+        return None
+    low, high, closed = METRIC_RANGES[column]
+    if (value < low if closed else value <= low) or value > high:
+        bound = f"[{low:g}, {high:g}]" if closed else f"> {low:g}"
+        return f"impossible {column} {value:.6g} (expected {bound})"
+    return None
+
+
 def _row_problem(record: dict) -> str | None:
     """Return why a raw record is invalid (None when valid)."""
     empty = [c for c in REQUIRED_COLUMNS if not record[c].strip()]
@@ -95,8 +112,13 @@ def _row_problem(record: dict) -> str | None:
     if pd.isna(pd.to_datetime(record["timestamp"].strip(), errors="coerce", utc=True)):
         return f"unparseable timestamp {record['timestamp']!r}"
     for column in METRIC_COLUMNS:
-        if column in record and _parse_metric(record[column]) is None:
+        if column not in record:
+            continue
+        value = _parse_metric(record[column])
+        if value is None:
             return f"non-numeric {column} {record[column]!r}"
+        if (problem := _impossible(column, value)) is not None:
+            return problem
     return None
 
 
@@ -161,8 +183,11 @@ def _canonicalise(frame: pd.DataFrame) -> pd.DataFrame:
                              ignore_index=True)
 
 
-def load_runs(runs_dir: str | Path) -> RunRows:
-    """Return the valid rows of every runs_dir/*.csv with a warning per skipped file or row."""
+def load_runs(runs_dir: str | Path, include_smoke: bool = True) -> RunRows:
+    """Return the valid rows of every runs_dir/*.csv with a warning per skipped file or row.
+
+    include_smoke=False leaves out the rows of smoke=true runs (one warning counts them).
+    """
     warnings: list[str] = []
     folder = Path(runs_dir)
     if not folder.is_dir():
@@ -170,6 +195,12 @@ def load_runs(runs_dir: str | Path) -> RunRows:
     records = []
     for path in sorted(folder.glob("*.csv")):
         records += _read_records(path, warnings)
+    if not include_smoke:
+        smoke = [r for r in records if canon_bool(r.get("smoke", "")) == "true"]
+        if smoke:
+            warnings.append(f"{len(smoke)} smoke=true row(s) left out (include_smoke=true "
+                            "shows them)")
+            records = [r for r in records if canon_bool(r.get("smoke", "")) != "true"]
     frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
     return RunRows(_canonicalise(frame), warnings)
 

@@ -101,7 +101,7 @@ def test_latex_escape():
 
 def test_smoke_runs_are_marked(runs, tmp_path):
     runs.add(BASELINE, smoke="True")
-    build_report(runs.folder, PAPER_DIR, tmp_path / "out")
+    build_report(runs.folder, PAPER_DIR, tmp_path / "out", include_smoke=True)
     row = read_table(tmp_path / "out" / "tables" / "tab5a.md")["Baseline"]
     assert row["runs"] == "run001 (smoke)"
 
