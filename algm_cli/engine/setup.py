@@ -258,7 +258,7 @@ def train_key(cfg: DictConfig, train_schedule: MergeSchedule) -> str:
 def run_key(cfg: DictConfig) -> str:
     """Return the identity of a run: the resolved config minus bookkeeping keys."""
     payload = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("force", "results_dir", "work_dir", "experiment"):
+    for key in ("force", "results_dir", "work_dir", "experiment", "runs", "runs_by_dataset"):
         payload.pop(key, None)
     return config_hash(payload)
 
