@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import DatasetError
+from ..models.learned import LEARNED_METHODS
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from . import store
@@ -85,7 +86,7 @@ def identity_columns(cfg: DictConfig) -> dict:
         "clap_threshold": eval_clap if algm_family else None,
         "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m.tome_r if m.method == "tome" else None,
-        "reduction": m.get("setting") if m.method in BASELINE_METHODS else None,
+        "reduction": m.get("setting") if m.method in (*BASELINE_METHODS, *LEARNED_METHODS) else None,
         "tuned": False,
         "crop_size": crop_size(cfg),
         "seed": int(cfg.seed),

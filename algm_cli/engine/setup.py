@@ -15,6 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..models.base import SegmentationModel
+from ..models.learned import (
+    LEARNED_METHODS, LEARNED_MODELS, build_learned_segmenter, build_learned_setr,
+)
 from ..models.reduction import BASELINE_METHODS, build_reduced
 from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
 from ..models.segformer import PRESET_ALIASES, Segformer, segformerpp_preset
@@ -29,7 +32,7 @@ MODELS = ("segmenter", "setr", "segvit", "segformer")
 # encoder), the baselines built into a Segmenter, and Segformer++ presets built into Segformer
 ALGM_METHODS = ("algm", "clap_only", "gbm_only")
 SCHEDULE_METHODS = ("none", *ALGM_METHODS, "tome")
-VIT_METHODS = (*SCHEDULE_METHODS, *BASELINE_METHODS)
+VIT_METHODS = (*SCHEDULE_METHODS, *BASELINE_METHODS, *LEARNED_METHODS)
 SEGFORMER_METHODS = ("none", *PRESET_ALIASES)
 
 
@@ -154,7 +157,8 @@ def check_model_merge(cfg: DictConfig) -> None:
     model, method = cfg.model.name, cfg.merge.method
     if model not in MODELS:
         raise ConfigError(f"model={model!r} is not available; expected one of: {', '.join(MODELS)}")
-    allowed = {"segmenter": VIT_METHODS, "setr": SCHEDULE_METHODS, "segvit": SCHEDULE_METHODS,
+    allowed = {"segmenter": VIT_METHODS, "segvit": SCHEDULE_METHODS,
+               "setr": (*SCHEDULE_METHODS, *(m for m in LEARNED_METHODS if model in LEARNED_MODELS[m])),
                "segformer": SEGFORMER_METHODS}[model]
     if method not in allowed:
         raise ConfigError(f"merge={method} does not apply to model={model}; expected merge= one of "
@@ -164,6 +168,9 @@ def check_model_merge(cfg: DictConfig) -> None:
         expected = "mit_b0..mit_b5" if model == "segformer" else "vit_t, vit_s, vit_b or vit_l"
         raise ConfigError(f"backbone={cfg.backbone.name} does not fit model={model}; "
                           f"expected backbone={expected}")
+    if method in LEARNED_METHODS and not cfg.merge.during_training:
+        raise ConfigError(f"merge={method} is learned (its policy / heads train with the model): "
+                          "merge.during_training must be true")
 
 
 def reduction_active(cfg: DictConfig, phase: str) -> bool:
@@ -188,7 +195,13 @@ def build_model(cfg: DictConfig, schedule: MergeSchedule, phase: str = "eval") -
             preset = m.method if active else "none"
             return Segformer(str(cfg.backbone.variant), classes, segformerpp_preset(preset),
                              drop_path=float(cfg.model.drop_path))
-        if name == "setr":
+        if name == "setr" and m.method in LEARNED_METHODS and active:
+            model = build_learned_setr(
+                OmegaConf.to_container(m, resolve=True), cfg.backbone.name, num_classes=classes,
+                decoder=str(cfg.model.get("decoder", "naive")), img_size=size,
+                drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
+                aux=bool(cfg.model.get("aux", True)))
+        elif name == "setr":
             model = build_setr(cfg.model, cfg.backbone.name, classes, size, schedule)
         elif name == "segvit":
             model = build_segvit(cfg.model, cfg.backbone.name, classes, size, schedule)
@@ -211,6 +224,9 @@ def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool, size
     if m.method in BASELINE_METHODS and active:
         merge = OmegaConf.to_container(m, resolve=True)
         return build_reduced(merge, cfg.backbone.name, classes, **options)
+    if m.method in LEARNED_METHODS and active:
+        merge = OmegaConf.to_container(m, resolve=True)
+        return build_learned_segmenter(merge, cfg.backbone.name, classes, **options)
     return Segmenter(backbone=cfg.backbone.name, num_classes=classes, schedule=schedule,
                      batching=str(m.get("batching", "min")), **options)
 
