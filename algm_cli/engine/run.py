@@ -26,7 +26,7 @@ from ..data import DatasetError
 from ..models.learned import LEARNED_METHODS
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
-from . import store
+from . import finetune, store
 from .calibrate import calibrate
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
@@ -64,6 +64,7 @@ def identity_columns(cfg: DictConfig) -> dict:
         steps = [(m.method, 0)]
     merging = m.method != "none"
     direct = merging and (cfg.checkpoint is not None or not m.during_training)
+    tuned_from = merging and cfg.train.get("init_from") is not None  # train.init_from
     algm_family = m.method in ALGM_METHODS
     return {
         "experiment": cfg.experiment,
@@ -72,7 +73,7 @@ def identity_columns(cfg: DictConfig) -> dict:
         "decoder": cfg.model.decoder,
         "dataset": cfg.dataset.name,
         "method": m.method,
-        "setting": "direct" if direct else "training",
+        "setting": "direct" if direct else "fine_tuning" if tuned_from else "training",
         "window": f"{m.window[0]}x{m.window[1]}",
         "clap_layer": m.clap_layer if algm_family else None,
         "gbm_layers": ";".join(str(x) for x in m.gbm_layers) if algm_family else None,
@@ -110,6 +111,9 @@ def eval_limits(cfg: DictConfig) -> dict:
 
 def base_weights(cfg: DictConfig, work: Path) -> tuple[str, Path | None]:
     """Return (identity, path) of the weights calibration runs on (path None: initial model)."""
+    start = finetune.init_from(cfg)
+    if start is not None:  # fine-tuning: the thresholds come from the model it starts from
+        return f"checkpoint:{finetune.identity(start)}", start
     if cfg.checkpoint is not None:
         path = Path(str(cfg.checkpoint))
         return f"checkpoint:{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}", path
@@ -163,6 +167,7 @@ def run(cfg: DictConfig) -> dict | None:
         return None
     if cfg.checkpoint is not None and not Path(str(cfg.checkpoint)).is_file():
         raise ConfigError(f"checkpoint={cfg.checkpoint}: no such file")
+    start_from = finetune.init_from(cfg)
     torch.manual_seed(int(cfg.seed))
     device = pick_device(str(cfg.device))
     work = Path(str(cfg.work_dir))
@@ -184,6 +189,9 @@ def run(cfg: DictConfig) -> dict | None:
         ckpt = work / "checkpoints" / f"{train_key(cfg, train_schedule)}.pt"
         row["checkpoint"] = str(ckpt)
         if "train" in stages:
+            if start_from is not None and not ckpt.is_file():
+                finetune.load_start(model, start_from)
+                row["init_from"] = str(start_from)
             settings = train_settings(cfg)
             train_set = open_dataset(cfg, "train")
             stream = Batches(train_set, TrainTransform(cfg, crop), settings["batch_size"],

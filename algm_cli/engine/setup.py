@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -250,6 +251,9 @@ def train_settings(cfg: DictConfig) -> dict:
         "min_lr": float(t.min_lr),
         "amp": bool(t.amp),
     }
+    if t.get("init_from") is not None:  # fine-tuning: the start model is part of the identity
+        path = Path(str(t.init_from))
+        settings["init_from"] = f"{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}"
     if cfg.smoke:
         settings["iterations"] = min(settings["iterations"], 3)
         settings["batch_size"] = min(settings["batch_size"], 2)

@@ -39,3 +39,21 @@ def test_learned_method_needs_training_with_it(tiny_synthetic):  # noqa: F811
         run(cfg_for(tiny_synthetic, "merge=dtop", "merge.during_training=false"))
     with pytest.raises(ConfigError, match="does not apply to model=segvit"):
         run(cfg_for(tiny_synthetic, "model=segvit", "backbone=vit_l", "merge=dtop"))
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_trained_model(tiny_synthetic):  # noqa: F811
+    base = run(cfg_for(tiny_synthetic, "merge=none"))
+    row = run(cfg_for(tiny_synthetic, "merge=algm", "tau=0.9",
+                      f"train.init_from={base['checkpoint']}"))
+    assert (row["setting"], row["init_from"]) == ("fine_tuning", base["checkpoint"])
+    assert row["checkpoint"] != base["checkpoint"]
+
+
+def test_fine_tuning_errors_are_one_clear_line(tiny_synthetic):  # noqa: F811
+    with pytest.raises(ConfigError, match="train.init_from=/nonexistent.pt: no such file"):
+        run(cfg_for(tiny_synthetic, "train.init_from=/nonexistent.pt"))
+    path = tiny_synthetic / "start.pt"
+    path.write_bytes(b"")
+    with pytest.raises(ConfigError, match="needs a merge method"):
+        run(cfg_for(tiny_synthetic, "merge=none", f"train.init_from={path}"))
