@@ -117,9 +117,17 @@ def _paper_sets(paper: pd.DataFrame, spec: dict, row: dict) -> dict:
     return {r["measure_set"]: r for _, r in hits.iterrows()}
 
 
+def _relabel(spec: dict, label: str) -> str:
+    """Return a paper label, renamed for a table moved to another backbone (tables.retarget)."""
+    return label.replace(*spec["relabel"]) if "relabel" in spec else label
+
+
 def _own_baseline_record(spec, row, runs, paper, dataset) -> dict:
     """Return the display cells of one own-baseline row."""
-    sets = _paper_sets(paper, spec, row) if dataset == spec["dataset"] else {}
+    sets = _paper_sets(paper, spec, row)
+    label = sets["with_reduction"]["label"] if "with_reduction" in sets else row.get("label", "")
+    if dataset != spec["dataset"]:
+        sets = {}
     base_p, red_p = sets.get("no_reduction"), sets.get("with_reduction")
     filters = {**row["runs"], "dataset": dataset}
     base_f = {**row["base"], "dataset": dataset}
@@ -138,7 +146,7 @@ def _own_baseline_record(spec, row, runs, paper, dataset) -> dict:
         value = values[(key, m)]
         return "not run" if pd.isna(value) else _fmt(value, digits)
 
-    record = {"row": (red_p["label"] if red_p is not None else row.get("label", ""))}
+    record = {"row": _relabel(spec, label)}
     if dataset == spec["dataset"]:
         record.update({
             "mIoU base paper": "" if base_p is None else base_p["miou_text"],
@@ -171,11 +179,12 @@ def _ims_target_record(spec, row, runs, paper, dataset, base) -> dict:
     from .paper import paper_row
 
     hit = None
-    if dataset == spec["dataset"] and not paper.empty:
-        hit = paper_row(paper, spec["paper_table"], {"dataset": dataset, "row": row["paper_row"]})
+    if not paper.empty:
+        hit = paper_row(paper, spec["paper_table"], {"dataset": spec["dataset"],
+                                                     "row": row["paper_row"]})
     filters = {**row["runs"], "dataset": dataset}
     status = status_cell(row, runs, filters)
-    record = {"row": "" if hit is None else hit["label"]}
+    record = {"row": _relabel(spec, "" if hit is None else hit["label"])}
     if dataset == spec["dataset"]:
         record.update({"mIoU paper": "" if hit is None else hit["miou_text"],
                        "Δ mIoU paper": "" if hit is None else hit["miou_delta_text"],
