@@ -15,7 +15,8 @@ Presets come in two shapes. A grid preset sets `hydra.sweeper.params` (every com
 own multirun). A run-list preset (a table mixing models and methods, e.g. `table1`) sets
 `runs: [override line, ...]` or `runs_by_dataset: {dataset: [...]}`; each line is one run (a line
 starting with `tune ` is an `algm tune`), crossed with any comma-sweeps given on the command line;
-a key both on the command line and in a line takes the line's value.
+a key both on the command line and in a line takes the line's value, and `tune.*` keys go to the
+`tune` lines only.
 Run lists execute one after another in this process (tqdm progress); every line is composed and
 checked first, so a bad line stops the sweep before anything trains. `dry_run=true` prints one
 line per run of either shape, `algm run ...` / `algm tune ...` with its overrides, and exits.
@@ -91,7 +92,8 @@ def plan(args: list[str]) -> tuple[list[tuple[str, list[str]]], bool]:
         words = words[1:] if command == "tune" else words
         for values in itertools.product(*(v for _, v in grid)):
             own = {_key(w) for w in words}  # the line's keys win over the command line's
-            kept = [p for p in plain if _key(p) not in own]
+            kept = [p for p in plain if _key(p) not in own
+                    and (command == "tune" or not _key(p).startswith("tune."))]
             entries.append((command, [*kept, *words, *(f"{k}={v}" for k, v in zip(keys, values))]))
     return entries, lines is not None
 

@@ -95,3 +95,9 @@ def test_command_line_sweep_crosses_a_run_list_and_line_keys_win():
     runs, _ = plan(["+experiment=table3", "seed=0,1", "backbone=vit_t"])
     assert len(runs) == 16
     assert all(o.count("backbone=vit_t") == 0 for _, o in runs)  # every line sets its backbone
+
+
+def test_tune_keys_reach_only_the_tune_lines():
+    runs, _ = plan(["+experiment=table3", "tune.grid=[0.8]"])
+    for command, overrides in runs:
+        assert ("tune.grid=[0.8]" in overrides) == (command == "tune")
