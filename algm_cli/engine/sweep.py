@@ -76,7 +76,7 @@ def run_lines(cfg: DictConfig) -> list[str] | None:
 def plan(args: list[str]) -> tuple[list[tuple[str, list[str]]], bool]:
     """Return (every run of `algm sweep args` as (command, overrides), is a run-list preset)."""
     plain, axes = split_overrides(args)
-    cfg = _compose("run", plain, hydra_config=True)
+    cfg = _compose("run", [p for p in plain if not _key(p).startswith("tune.")], hydra_config=True)
     lines = run_lines(cfg)
     params = cfg.hydra.sweeper.params
     params = {} if params is None else OmegaConf.to_container(params, resolve=False)
