@@ -14,35 +14,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
-
 from ..models.segmenter import convert_official_state_dict
-from .setup import ConfigError
+from .spec import ConfigError, RunSpec
 
 # parameters a learned method adds to its network (may be missing from the checkpoint)
 ADDED_PREFIXES = ("policy.", "exit_heads.")
 
 
-def init_from(cfg: DictConfig) -> Path | None:
-    """Return the fine-tuning start checkpoint (None when not fine-tuning); check the config."""
-    value = cfg.train.get("init_from")
+def init_from(spec: RunSpec) -> Path | None:
+    """Return the fine-tuning start checkpoint (None when not fine-tuning); check the spec."""
+    value = None if spec.train is None else spec.train.init_from
     if value is None:
         return None
     path = Path(str(value))
     if not path.is_file():
         raise ConfigError(f"train.init_from={value}: no such file (expected a trained checkpoint)")
-    if cfg.checkpoint is not None:
+    if spec.checkpoint is not None:
         raise ConfigError("train.init_from and checkpoint= exclude each other: checkpoint= "
                           "evaluates a model, train.init_from fine-tunes one")
-    if cfg.merge.method == "none" or not cfg.merge.during_training:
+    if spec.merge.method == "none" or not spec.merge.during_training:
         raise ConfigError("train.init_from fine-tunes with merging: needs a merge method and "
                           "merge.during_training=true")
     return path
-
-
-def identity(path: Path) -> str:
-    """Return the identity of a start checkpoint for the training key (path and mtime)."""
-    return f"{path.resolve()}:{path.stat().st_mtime}"
 
 
 def load_start(model: torch.nn.Module, path: Path) -> None:

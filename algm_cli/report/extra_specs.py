@@ -7,7 +7,7 @@ numbers printed for context (Tab. 4's BEiT / SwinV2 rows), never reproduced.
 
 from __future__ import annotations
 
-from .tables import algm_runs, baseline_runs, method_runs
+from .table_specs import algm_runs, baseline_runs, method_runs
 
 EVA = ("eva", "vit_g")
 

@@ -9,7 +9,7 @@ from algm_cli.models.learned.exits import (
     ExitSpec, choose_exits, exit_scores, token_labels, top_per_class,
 )
 from algm_cli.models.learned.models import ExitSegmenter
-from algm_cli.models.reduction import embed, plain_block
+from algm_cli.models.blocks import embed, full_block as plain_block
 from algm_cli.models.segmenter import Segmenter
 
 SMALL = dict(backbone="vit_t", num_classes=3, decoder="linear", img_size=64)

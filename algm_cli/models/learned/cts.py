@@ -33,7 +33,8 @@ from ...merge import MergeState
 from ..base import MergeStats
 from ..schedule import NO_MERGE
 from ..segmenter import Segmenter
-from ..vit import PATCH, resize_pos_embed
+from ..blocks import resize_pos_embed
+from ..vit import PATCH
 
 GROUP = 2 * PATCH  # pixels per side of a 2 x 2 patch group
 

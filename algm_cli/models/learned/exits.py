@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import MergeStats
-from ..reduction import embed, plain_block
+from ..blocks import embed, full_block
 from ..vit import ViTEncoder
 
 CRITERIA = ("confidence", "entropy")
@@ -150,7 +150,7 @@ def exit_encode(encoder: ViTEncoder, images: Tensor, heads: ExitHeads, spec: Exi
     aux: list[tuple[Tensor, Tensor]] = []
     exits = set(spec.layers)
     for layer, blk in enumerate(encoder.blocks, 1):
-        x = plain_block(blk, torch.cat([cls, active], dim=1))
+        x = full_block(blk, torch.cat([cls, active], dim=1))
         cls, active = x[:, :1], x[:, 1:]
         if layer in outputs:
             layers[layer] = _scatter(frozen, index, active)

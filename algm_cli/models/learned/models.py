@@ -9,7 +9,8 @@ from torch import Tensor
 from ..base import MergeStats
 from ..schedule import NO_MERGE
 from ..segmenter import Segmenter
-from ..setr import SETR, pad_to_patch, resize_crop
+from ..blocks import pad_to_patch, resize_crop
+from ..setr import SETR
 from ..vit import PATCH
 from .exits import ExitHeads, ExitOutput, ExitSpec, aux_loss, exit_encode, use_head_logits
 
