@@ -32,6 +32,9 @@ from .flops import count_gflops
 from .rows import identity_columns
 from .setup import Batches, build_model, build_schedule, pick_device, train_key
 from .spec import ConfigError, RunSpec, report_error, resolve_spec
+from .memory import TrainMeter
+from .pose import PoseBatches, evaluate_pose, open_pose_dataset
+from .tasks import task_name
 from .throughput import measure_throughput
 from .train import train
 
@@ -51,14 +54,19 @@ def git_commit() -> str:
 def train_stage(spec: RunSpec, model, ckpt: Path, device) -> dict:
     """Train `model` with the spec's recipe (resuming from `ckpt`); return the row's columns."""
     recipe, crop = spec.train, spec.dataset.crop
-    stream = Batches(open_dataset(spec.dataset, "train"), TrainTransform(spec.dataset, crop),
-                     recipe.batch_size, spec.seed)
+    if task_name(spec) == "pose":  # person crops and keypoints (engine/pose.py)
+        stream = PoseBatches(open_pose_dataset(spec, "train"), recipe.batch_size, spec.seed)
+    else:
+        stream = Batches(open_dataset(spec.dataset, "train"), TrainTransform(spec.dataset, crop),
+                         recipe.batch_size, spec.seed)
+    meter = TrainMeter(device, recipe.iterations)  # training peak memory, images/s (memory.py)
     info = train(model, stream, iterations=recipe.iterations, lr=recipe.lr, checkpoint=ckpt,
                  momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                  poly_power=recipe.poly_power, min_lr=recipe.min_lr, amp=recipe.amp,
                  checkpoint_every=recipe.checkpoint_every, optimizer=recipe.optimizer,
-                 ignore_index=spec.dataset.ignore_index, device=device)
-    return {"train_iterations": info["iterations"], "final_loss": info["final_loss"]}
+                 ignore_index=spec.dataset.ignore_index, device=device, meter=meter)
+    return {"train_iterations": info["iterations"], "final_loss": info["final_loss"],
+            "train_batch": recipe.batch_size, **meter.result()}
 
 
 def eval_stage(spec: RunSpec, model, val_set, device) -> dict:
@@ -131,9 +139,13 @@ def run(cfg) -> dict | None:
         model.schedule = eval_schedule  # ALGM / ToMe: only the schedule changes
     model.to(device).eval()
 
+    pose = task_name(spec) == "pose"
     if any(s in stages for s in ("eval", "throughput", "flops")):
-        val_set = open_dataset(spec.dataset, "val")
-    if "eval" in stages:
+        val_set = open_pose_dataset(spec, "val") if pose else open_dataset(spec.dataset, "val")
+    if "eval" in stages and pose:
+        row.update(evaluate_pose(model, val_set, device, limits.images))
+        row["kept"] = json.dumps(row["kept"])
+    elif "eval" in stages:
         row.update(eval_stage(spec, model, val_set, device))
     if "throughput" in stages:
         images = square_images(val_set, limits.throughput_images, crop)
@@ -150,7 +162,9 @@ def run(cfg) -> dict | None:
                timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - start, 1),
                status="ok")
     path = store.write_row(results, row)
-    summary = {k: row.get(k) for k in ("miou", "ims", "gflops", "kept_final")}
+    measures = ("pck10", "pck20", "oks_ap") if pose else ("miou",)
+    summary = {k: row.get(k) for k in (*measures, "ims", "gflops", "kept_final",
+                                       "train_peak_mem_mb", "train_ims") if k in row}
     print("result: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in summary.items()) + f"  -> {path}")
     return row

@@ -22,6 +22,7 @@ from .spec import (
     threshold_value,
 )
 from .store import config_key as config_hash
+from .tasks import build_pose_model, task_name, task_payload
 
 # the ALGM family (calibrated thresholds), kept under its old name for importers
 ALGM_METHODS = THRESHOLD_METHODS
@@ -100,6 +101,8 @@ def build_model(spec, schedule: MergeSchedule, phase: str = "eval") -> Segmentat
         batching=merge.batching, bucket=merge.bucket,
     )
     try:
+        if task_name(spec) == "pose":  # the pose heads of the Segformer family (engine/tasks.py)
+            return build_pose_model(request, merge.method, spec.task)
         return spec.family.build(request, merge.method)
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
@@ -124,6 +127,7 @@ def train_key(spec: RunSpec, train_schedule: MergeSchedule) -> str:
         "schedule": schedule_payload(train_schedule),
         "reduction": dict(spec.merge.options) if spec.merge.reduction_active("train") else None,
         "seed": spec.seed,
+        **({"task": task} if (task := task_payload(spec)) is not None else {}),
     })
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +20,7 @@ from ..data.transforms import IGNORE
 from ..models.registry import BackboneFacts, Family, backbone as backbone_facts, family
 from ..models.registry import SCHEDULE_METHODS, THRESHOLD_METHODS
 from .store import config_key
+from .tasks import check_task
 
 # keys of the run config that do not change a run's result (left out of its identity)
 BOOKKEEPING_KEYS = ("force", "results_dir", "work_dir", "experiment", "runs", "runs_by_dataset")
@@ -153,6 +154,9 @@ class RunSpec:
     results_dir: str
     force: bool
     run_id: str  # identity of the run: the resolved config minus bookkeeping keys
+    # the task group (conf/task: segmentation | pose) and the dataset group as plain values
+    task: MappingProxyType = field(default_factory=lambda: frozen({"name": "segmentation"}))
+    dataset_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
 
 def per_dataset(cfg: DictConfig, key: str) -> int:
@@ -280,6 +284,8 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
         merge = merge_spec(cfg)
         fam.check(str(cfg.backbone.name), merge.method, merge.batching, merge.bucket)
         facts = backbone_facts(str(cfg.backbone.name))
+        task = frozen(cfg.task) if cfg.get("task") is not None else frozen({"name": "segmentation"})
+        check_task(fam.name, task, frozen(cfg.dataset))  # engine/tasks.py
     except ConfigError:
         raise
     except ValueError as err:
@@ -298,4 +304,5 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
         stages=tuple(cfg.get("stages", ())), experiment=str(cfg.get("experiment", "")),
         work_dir=str(cfg.get("work_dir", "runs")), results_dir=str(cfg.get("results_dir", "")),
         force=bool(cfg.get("force", False)), run_id=run_key(cfg),
+        task=task, dataset_options=frozen(cfg.dataset),
     )

@@ -8,6 +8,7 @@ in DistributedDataParallel, each rank drawing its own samples; no SLURM variable
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,12 +70,14 @@ def train(
     amp: bool = False,
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
+    meter=None,
 ) -> dict:
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
     A checkpoint holds {"model", "optimizer", "iteration"}; a finished one (iteration ==
-    iterations) is loaded and training is skipped.
+    iterations) is loaded and training is skipped. `meter` (engine.memory.TrainMeter) measures
+    training peak memory and images/s around each iteration.
     """
     rank, world = distributed()
     model.to(device)
@@ -96,11 +99,15 @@ def train(
             group["lr"] = poly_lr(lr, it, iterations, poly_power, min_lr)
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            loss = net(images, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        measured = (meter.iteration(it - start, images.shape[0] * world, model, optimizer,
+                                    images, labels) if meter is not None else nullcontext())
+        with measured:
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=amp and device.type == "cuda"):
+                loss = net(images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         loss_value = loss.item()
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.3f}")

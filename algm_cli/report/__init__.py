@@ -38,6 +38,7 @@ def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> tuple[list[P
     from .figures import render_figures
     from .load import load_runs
     from .paper import load_paper
+    from .segformerpp import render_segformerpp_tables
     from .tables import render_tables
 
     out_dir = Path(out_dir)
@@ -47,7 +48,10 @@ def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path) -> tuple[list[P
     paper = load_paper(paper_dir)
     if paper.empty:
         warnings.append(f"{paper_dir}: no paper CSVs; paper columns stay empty")
-    paths = render_tables(loaded.rows, paper, out_dir)
+    rows = loaded.rows
+    segmentation = rows if "task" not in rows.columns else rows[rows["task"] != "pose"]
+    paths = render_tables(segmentation, paper, out_dir)  # pose rows: segformerpp.py's tables
+    paths += render_segformerpp_tables(loaded.rows, paper, paper_dir, out_dir)  # training, pose
     figures, figure_warnings = render_figures(loaded.rows, paper, out_dir)
     warnings += figure_warnings
     paths += figures

@@ -164,7 +164,9 @@ TABLE_SPECS: list[dict] = [
           "runs": {**SEGFORMER, "method": "segformerpp_fast", "setting": "direct"}},
          {"paper": {"method": "segformerpp_2x2"},
           "runs": {**SEGFORMER, "method": ("segformerpp_2x2", "neighbour2d"),
-                   "setting": "direct"}}]},
+                   "setting": "direct"}},
+         {"paper": {"method": "downsample"},  # input x 0.5 (models/downsample.py)
+          "runs": {**SEGFORMER, "method": "downsample", "setting": "direct"}}]},
     {"id": "segformerpp_ade20k",
      "title": "Segformer++ (MiT-B5 at 640, trained with merging)",
      "paper_table": "segformerpp", "dataset": "ade20k", "rows": [

@@ -254,6 +254,7 @@ def retarget(spec: dict, backbone: str) -> dict:
     layout (rows that set another GBM layer keep it).
     """
     model, old = _network(spec)
+    old = old[0] if isinstance(old, tuple) else old  # a filter of aliases, e.g. ("mit_b5", "b5")
     old_gbm, new_gbm = GBM_LAYERS.get((model, old)), GBM_LAYERS.get((model, backbone))
     rows = []
     for row in spec["rows"]:

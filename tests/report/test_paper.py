@@ -30,7 +30,8 @@ def test_every_results_csv_has_the_schema():
 def test_all_tables_are_present(paper):
     expected = {"tab1", "tab2a", "tab2b", "tab2c", "tab3", "tab4", "tab5a", "tab5b", "tab5c",
                 "tab6", "supp_tab2", "supp_tab3", "supp_tab4a", "supp_tab4b", "supp_tab4c",
-                "supp_tab4d", "supp_tab4e", "supp_tab4f", "supp_tab5", "supp_tab6", "segformerpp"}
+                "supp_tab4d", "supp_tab4e", "supp_tab4f", "supp_tab5", "supp_tab6", "segformerpp",
+                "segformerpp_training_cityscapes", "segformerpp_training_ade20k"}
     assert set(paper["table"]) == expected
     counts = paper[paper.measure_set == "reported"].groupby("table").size()
     assert counts["tab1"] == 30 and counts["tab2a"] == 12 and counts["tab2b"] == 12
