@@ -25,6 +25,7 @@ demo: install
 
 bench: install
 	$(PY) scripts/bench_merge.py
+	$(PY) scripts/bench_ragged.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs multirun

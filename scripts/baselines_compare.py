@@ -5,8 +5,10 @@
    for every method and setting: ViT-S at 512 (every setting listed in conf/merge/<method>.yaml)
    and ViT-L at 640 (each method's default setting, one more for ELViT, AiluRus, ToMe)
    -> results/baselines_gflops.csv.
-2. CPU throughput at roughly matched GFLOPs, ViT-S 512 x 512, batch 1, all in this one process
-   (torch.utils.benchmark, median of blocked_autorange): the baseline, ALGM at forced CLAP/GBM
+2. CPU throughput at roughly matched GFLOPs, ViT-S 512 x 512, batch 1, all in this one process,
+   timed interleaved (engine/timing.py: every round runs one forward of each method in turn; the
+   speed-up is the median over >= 5 rounds of the per-round ratio, with its min and max): the
+   baseline, ALGM at forced CLAP/GBM
    thresholds, and each method at the setting (from a short candidate list) whose GFLOPs are
    closest to the target (default 26.3: ALGM on ADE20K ViT-S, paper Tab. 1)
    -> results/bench/baselines_cpu.csv.
@@ -15,7 +17,7 @@ Weights are random (counts and speed do not depend on them; ALGM's data-dependen
 ALGM's thresholds are picked on the image used here). The image is one 512 x 512 sample of the
 project's synthetic dataset (flat textured regions plus small objects).
 
-    python scripts/baselines_compare.py [--target 26.3] [--min-run-time 4] [--skip-vit-l]
+    python scripts/baselines_compare.py [--target 26.3] [--rounds 5] [--skip-vit-l]
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from torch.utils import benchmark
 
 from algm_cli.data.synthetic import SyntheticSpec, class_styles, sample
 from algm_cli.data.transforms import normalize
 from algm_cli.engine.flops import count_gflops
 from algm_cli.engine.store import write_atomic
+from algm_cli.engine.timing import interleaved, summary_rows
 from algm_cli.models.reduction import BASELINE_METHODS, ReducedSegmenter, reduction_from_config
 from algm_cli.models.schedule import NO_MERGE, algm_schedule
 from algm_cli.models.segmenter import Segmenter
@@ -55,9 +57,14 @@ ALGM_TAUS = [(0.96, 0.99), (0.96, 0.985), (0.955, 0.995), (0.955, 0.985), (0.95,
 
 
 def merge_configs(backbone: str) -> dict:
-    """Return {method: composed merge config} for every baseline at `backbone`."""
+    """Return {method: composed merge config} for every baseline at `backbone`.
+
+    The paper variant (merge.variant=paper), which the committed CSVs were made with; the
+    candidate settings below are in its units (ACT: a cluster fraction, not hash rounds).
+    """
+    paper = lambda m: [] if m == "ailurus" else ["merge.variant=paper"]  # noqa: E731
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return {m: compose("run", overrides=[f"merge={m}", f"backbone={backbone}"]).merge
+        return {m: compose("run", overrides=[f"merge={m}", f"backbone={backbone}", *paper(m)]).merge
                 for m in BASELINE_METHODS}
 
 
@@ -128,14 +135,8 @@ def closest(options: list[tuple], target: float) -> tuple:
     return min(options, key=lambda o: abs(o[0] - target))
 
 
-def median_ms(model, image: torch.Tensor, min_run_time: float) -> float:
-    """Return the median forward time of model(image) in milliseconds."""
-    timer = benchmark.Timer(stmt="model(image)", globals={"model": model, "image": image})
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-
-
 @torch.inference_mode()
-def cpu_rows(models: Models, image: torch.Tensor, target: float, min_run_time: float,
+def cpu_rows(models: Models, image: torch.Tensor, target: float, rounds: int,
              known: dict) -> list[dict]:
     """Return timing rows: baseline, ALGM and every method at the setting closest to `target`."""
     picks = [("none", None, count_gflops(models.plain(), image), models.plain)]
@@ -151,18 +152,23 @@ def cpu_rows(models: Models, image: torch.Tensor, target: float, min_run_time: f
             options.append((known[key], setting))
         g, setting = closest(options, target)
         picks.append((method, setting, g, lambda m=method, s=setting: models.baseline(m, s)))
+    stats, settings = {}, {}
+    for method, setting, _, make in picks:
+        _, found = make().forward_with_stats(image)  # the token fractions
+        stats[method] = " ".join(f"{k}={v:.3f}" for k, v in found.items())
+        settings[method] = lambda make=make: make()(image)
+    summary = {r["setting"]: r for r in summary_rows(interleaved(settings, rounds), "none")}
     rows = []
-    for method, setting, gflops, make in picks:
-        model = make()
-        _, stats = model.forward_with_stats(image)  # warm-up, and the token fractions
-        ms = median_ms(model, image, min_run_time)
+    for method, setting, gflops, _ in picks:
+        ms = 1e3 * summary[method]["median_s"]
         rows.append({"method": method, "setting": setting, "gflops": round(gflops, 2),
                      "median_ms": round(ms, 1), "images_per_s": round(1e3 / ms, 3),
-                     "stats": " ".join(f"{k}={v:.3f}" for k, v in stats.items())})
+                     "stats": stats[method],
+                     "speedup_vs_base": round(summary[method]["ratio_median"], 3),
+                     "speedup_min": round(summary[method]["ratio_min"], 3),
+                     "speedup_max": round(summary[method]["ratio_max"], 3), "rounds": rounds})
         print(f"  cpu {method} {setting}: {gflops:.1f} GFLOPs, {ms:.0f} ms", flush=True)
-    base_ms = rows[0]["median_ms"]
     for row in rows:
-        row["speedup_vs_base"] = round(base_ms / row["median_ms"], 3)
         row.update(backbone="vit_s", crop=image.shape[-1], batch=1, target_gflops=target,
                    threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
                    torch=torch.__version__)
@@ -182,7 +188,7 @@ def main() -> None:
     parser.add_argument("--gflops-out", default="results/baselines_gflops.csv")
     parser.add_argument("--cpu-out", default="results/bench/baselines_cpu.csv")
     parser.add_argument("--target", type=float, default=26.3, help="ViT-S 512 GFLOPs to match")
-    parser.add_argument("--min-run-time", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--skip-vit-l", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
@@ -202,7 +208,7 @@ def main() -> None:
     gflops = write_csv(rows, Path(args.gflops_out))
     print(gflops.to_string(index=False))
 
-    cpu = write_csv(cpu_rows(small, image, args.target, args.min_run_time, known),
+    cpu = write_csv(cpu_rows(small, image, args.target, args.rounds, known),
                     Path(args.cpu_out))
     print(cpu.drop(columns=["cpu", "torch", "backbone", "crop", "batch"]).to_string(index=False))
     print(f"wrote {args.gflops_out} and {args.cpu_out} in {time.perf_counter() - start:.0f} s")

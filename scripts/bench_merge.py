@@ -5,22 +5,27 @@ ViT-S-sized tokens: N = 1024 patch tokens (a 512 x 512 crop at patch 16), C = 38
 Tokens have the structure of real ones (a few flat regions plus noise) and thresholds are set so
 that CLAP merges 40% of the 2x2 windows and GBM a third of the A tokens, which is about what ALGM
 does on ADE20K with ViT-S (38.6 -> 26.3 GFLOPs). The reference is a timm ViT-S block on 1025
-tokens (patch tokens + class token) times 12, the encoder of Segmenter ViT-S.
+tokens (patch tokens + class token) times 12, the encoder of Segmenter ViT-S. Timing is
+interleaved (engine/timing.py): every round times the merge path (CLAP + GBM + unmerge, `--repeat`
+calls, averaged) and then one block, so both see the same machine load; the overhead is the
+median over rounds of merge / (12 x block), with its min and max.
 
-    python scripts/bench_merge.py [--out results/bench/merge_overhead.csv] [--min-run-time 2]
+    python scripts/bench_merge.py [--out results/bench/merge_overhead.csv] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import platform
 from pathlib import Path
 
 import pandas as pd
 import torch
 from timm.models.vision_transformer import Block
-from torch.utils import benchmark
 
+from algm_cli.engine.timing import interleaved
+from algm_cli.merge.packed import PackedState, packed_clap, packed_gbm
 from algm_cli.merge import MergeState, best_edges, clap_merge, gbm_merge, window_scores
 
 GRID, C, HEADS, DEPTH = (32, 32), 384, 6, 12
@@ -49,15 +54,8 @@ def thresholds(x: torch.Tensor) -> tuple[float, float]:
     return clap_tau, float(best[0].quantile(2 / 3))
 
 
-def time_us(fn, min_run_time: float) -> float:
-    """Return the median time of fn() in microseconds."""
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(
-        min_run_time=min_run_time
-    ).median * 1e6
-
-
 @torch.inference_mode()
-def measure(batch: int, min_run_time: float) -> dict:
+def measure(batch: int, rounds: int, repeat: int) -> dict:
     """Return one row: per-op times, the 12-block reference, token counts and the overhead ratio."""
     x = realistic_tokens(batch)
     clap_tau, gbm_tau = thresholds(x)
@@ -66,10 +64,27 @@ def measure(batch: int, min_run_time: float) -> dict:
     y2, s2 = gbm_merge(y1, s1, threshold=gbm_tau)
     block = Block(C, HEADS, qkv_bias=True).eval()
     tokens = torch.randn(batch, x.shape[1] + 1, C)
-    t_clap = time_us(lambda: clap_merge(x, start, GRID, (2, 2), clap_tau), min_run_time)
-    t_gbm = time_us(lambda: gbm_merge(y1, s1, threshold=gbm_tau), min_run_time)
-    t_unmerge = time_us(lambda: s2.unmerge(y2), min_run_time)
-    t_block = time_us(lambda: block(tokens), min_run_time)
+    parts = {"clap": lambda: clap_merge(x, start, GRID, (2, 2), clap_tau),
+             "gbm": lambda: gbm_merge(y1, s1, threshold=gbm_tau),
+             "unmerge": lambda: s2.unmerge(y2)}
+    # the packed core (merge.batching=ragged): every image its own count, one vectorised pass
+    flat, pstart = x.reshape(-1, C), PackedState.start(batch, x.shape[1])
+    p1, ps1 = packed_clap(flat, pstart, GRID, (2, 2), clap_tau)
+    p2, ps2 = packed_gbm(p1, ps1, threshold=gbm_tau)
+    packed = {"packed_clap": lambda: packed_clap(flat, pstart, GRID, (2, 2), clap_tau),
+              "packed_gbm": lambda: packed_gbm(p1, ps1, threshold=gbm_tau),
+              "packed_unmerge": lambda: ps2.unmerge(p2)}
+    settings = {name: (lambda fn=fn: [fn() for _ in range(repeat)])
+                for name, fn in {**parts, **packed}.items()}
+    settings["block"] = lambda: block(tokens)
+    times = interleaved(settings, rounds, warmup=1)
+    per_round = [sum(times[n][r] for n in parts) / repeat for r in range(rounds)]
+    overhead = [100 * m / (DEPTH * b) for m, b in zip(per_round, times["block"])]
+    packed_round = [sum(times[n][r] for n in packed) / repeat for r in range(rounds)]
+    packed_pct = [100 * m / (DEPTH * b) for m, b in zip(packed_round, times["block"])]
+    med = {name: 1e6 * statistics.median(ts) / (1 if name == "block" else repeat)
+           for name, ts in times.items()}
+    t_clap, t_gbm, t_unmerge, t_block = med["clap"], med["gbm"], med["unmerge"], med["block"]
     merge_total = t_clap + t_gbm + t_unmerge
     return {
         "batch": batch,
@@ -83,7 +98,15 @@ def measure(batch: int, min_run_time: float) -> dict:
         "block_us": round(t_block, 1),
         "forward_12_blocks_us": round(DEPTH * t_block, 1),
         "merge_total_us": round(merge_total, 1),
-        "overhead_pct_of_forward": round(100 * merge_total / (DEPTH * t_block), 3),
+        "overhead_pct_of_forward": round(statistics.median(overhead), 3),
+        "overhead_pct_min": round(min(overhead), 3),
+        "overhead_pct_max": round(max(overhead), 3),
+        "packed_tokens_after_gbm": sum(ps2.counts) / batch,
+        "packed_total_us": round(sum(med[n] for n in packed), 1),
+        "packed_overhead_pct": round(statistics.median(packed_pct), 3),
+        "packed_overhead_pct_min": round(min(packed_pct), 3),
+        "packed_overhead_pct_max": round(max(packed_pct), 3),
+        "rounds": rounds,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
@@ -94,10 +117,11 @@ def main() -> None:
     """Run the benchmark for B = 1 and B = 8 and write the CSV."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/bench/merge_overhead.csv")
-    parser.add_argument("--min-run-time", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=5, help="merge-path calls per round")
     parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
-    rows = [measure(int(b), args.min_run_time) for b in args.batches.split(",")]
+    rows = [measure(int(b), args.rounds, args.repeat) for b in args.batches.split(",")]
     table = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,19 @@ def test_compile_buckets_dry_run_bounds_the_graphs(tmp_path):
     # (full length before merging is never bucketed; one padded length after)
     assert table.loc["compiled_bucket32", "graphs"] <= table.loc["compiled", "graphs"]
     assert (table.ims > 0).all()
+
+
+@pytest.mark.slow
+def test_gpu_campaign_dry_run(tmp_path):
+    out = tmp_path / "campaign.csv"
+    subprocess.run([sys.executable, "scripts/gpu_campaign.py", "--dry-run", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    table = pd.read_csv(out)
+    assert list(table.group.unique()) == ["paper", "mixed_fp32", "mixed_bf16", "fast"]
+    assert set(table.method) == {"baseline", "algm"} and (table.device == "cpu").all()
+    ragged = table[table.batching == "ragged"]
+    assert len(ragged) == 2 and (ragged.packed_attention == "loop").all()
+    assert (table.ims > 0).all() and (table.rounds == 2).all()
+    # the references of each group have ratio 1 in every round
+    refs = table[table.setting == table.vs]
+    assert (refs.ratio == 1).all() and (refs.ratio_min == 1).all()

@@ -4,8 +4,11 @@
    it (mIoU, im/s, GFLOPs);
 2. applies ALGM to that trained model training-free (the paper's "Direct" setting) with the tau
    calibrated on it (mean + std of token similarities), and measures again;
-3. prints both rows and the speed-up. Rows land in results/demo (always measured afresh:
-   force=true; a trained checkpoint in work_dir is reused).
+3. prints both rows and the speed-up. The speed-up is timed interleaved (engine/timing.py): the
+   trained model without and with ALGM, one batch each in turn per round, median of the
+   per-round ratios with their min-max spread, so machine load between the two runs cannot
+   decide it. Rows land in results/demo (always measured afresh: force=true; a trained
+   checkpoint in work_dir is reused).
 Extra arguments are Hydra overrides applied to both runs (e.g. `algm demo smoke=true`).
 """
 
@@ -13,10 +16,17 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from hydra import compose, initialize_config_module
 
+from ..models.schedule import NO_MERGE
+from ..models.segmenter import load_checkpoint
+from .data import open_dataset, square_images
 from .run import run
-from .spec import ConfigError, report_error
+from .setup import build_model, build_schedule, pick_device
+from .spec import ConfigError, report_error, resolve_spec
+from .throughput import make_batches
+from .timing import format_ratio, interleaved, ratio_summary
 
 # small timing batches, repeated (5 rounds) so the 2-core CPU's noise averages out
 DEMO_EVAL = ["eval.throughput_images=8", "eval.throughput_batch=8", "eval.warmup=20",
@@ -36,7 +46,35 @@ def demo_configs(overrides: list[str]) -> tuple:
     return base, algm
 
 
-def table(base: dict, algm: dict) -> str:
+@torch.inference_mode()
+def interleaved_speedup(base_cfg, algm_cfg, base: dict, algm: dict, rounds: int = 7) -> dict:
+    """Return ALGM's speed ratio over the baseline, timed interleaved on the trained model."""
+    base_spec, algm_spec = resolve_spec(base_cfg), resolve_spec(algm_cfg)
+    device = pick_device(base_spec.device)
+    model = build_model(base_spec, NO_MERGE)
+    load_checkpoint(model, base["checkpoint"])
+    model.to(device).eval()
+    schedule = build_schedule(algm_spec, "eval", algm["tau_calibrated"])
+    limits = base_spec.eval
+    images = square_images(open_dataset(base_spec.dataset, "val"), limits.throughput_images,
+                           base_spec.dataset.crop)
+    batches = [b.to(device) for b in make_batches(images, limits.throughput_batch,
+                                                   limits.throughput_mode)]
+
+    def setting(sched):
+        def forward_all():
+            model.schedule = sched
+            for batch in batches:
+                model(batch)
+        return forward_all
+
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    times = interleaved({"baseline": setting(NO_MERGE), "algm": setting(schedule)}, rounds,
+                        warmup=2, sync=sync)
+    return ratio_summary(times, "algm", "baseline")
+
+
+def table(base: dict, algm: dict, speedup: dict | None = None) -> str:
     """Return the demo's summary table as text."""
     lines = [f"{'':<22}{'mIoU':>8}{'im/s':>9}{'GFLOPs':>9}{'kept':>8}"]
     for name, row in (("Segmenter ViT-T", base), ("+ ALGM (direct)", algm)):
@@ -44,7 +82,8 @@ def table(base: dict, algm: dict) -> str:
         kept_text = "1.00" if kept is None or kept != kept else f"{kept:.2f}"
         lines.append(f"{name:<22}{row['miou']:>8.1f}{row['ims']:>9.1f}{row['gflops']:>9.2f}"
                      f"{kept_text:>8}")
-    lines.append(f"ALGM speed-up: {algm['ims'] / base['ims']:.2f}x im/s, "
+    ratio = format_ratio(speedup) + " interleaved" if speedup else f"{algm['ims'] / base['ims']:.2f}x"
+    lines.append(f"ALGM speed-up: {ratio} im/s, "
                  f"{base['gflops'] / algm['gflops']:.2f}x fewer GFLOPs, "
                  f"mIoU {algm['miou'] - base['miou']:+.1f} (calibrated tau {algm['tau_calibrated']:.3f})")
     return "\n".join(lines)
@@ -58,8 +97,11 @@ def main() -> int:
         rows = []
         for cfg in (base_cfg, algm_cfg):
             rows.append(run(cfg))
+        speedup = None
+        if "checkpoint" in rows[0] and rows[1].get("tau_calibrated") is not None:
+            speedup = interleaved_speedup(base_cfg, algm_cfg, *rows)
     except (ConfigError, ValueError) as err:
         report_error(err, "algm demo")
     print()
-    print(table(*rows))
+    print(table(*rows, speedup))
     return 0

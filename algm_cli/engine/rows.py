@@ -25,7 +25,8 @@ CONFIG_DEFAULTS = {"setting": "training", "tuned": "false", "smoke": "false", "w
                    "placement": "between", "merge_value": "mean", "reduce": "true",
                    "metric": "tokens"}
 OPTIONAL_COLUMNS = ("experiment", "device", "git_commit", "decoder", "crop_size", "seed",
-                    "throughput_mode", "modules", "tau_calibrated", "task", *LAYER_COLUMNS,
+                    "throughput_mode", "modules", "tau_calibrated", "task", "variant",
+                    *LAYER_COLUMNS,
                     *THRESHOLD_COLUMNS, *METRIC_COLUMNS, *CONFIG_DEFAULTS)
 
 
@@ -64,6 +65,7 @@ def identity_columns(spec: RunSpec) -> dict:
         "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m["tome_r"] if merge.method == "tome" else None,
         "reduction": m.get("setting") if merge.method in spec.family.merge_builders else None,
+        "variant": m.get("variant") if merge.method in spec.family.merge_builders else None,
         "tuned": False,
         "task": spec.task["name"],
         "crop_size": spec.dataset.crop,

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..data import DatasetError
+from ..models.packed_attention import resolve as resolve_attention
 from ..models.segmenter import load_checkpoint
 from . import finetune, store
 from .calibration import run_calibration
@@ -64,7 +65,8 @@ def train_stage(spec: RunSpec, model, ckpt: Path, device) -> dict:
                  momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                  poly_power=recipe.poly_power, min_lr=recipe.min_lr, amp=recipe.amp,
                  checkpoint_every=recipe.checkpoint_every, optimizer=recipe.optimizer,
-                 ignore_index=spec.dataset.ignore_index, device=device, meter=meter)
+                 ignore_index=spec.dataset.ignore_index, device=device, meter=meter,
+                 warmup=recipe.warmup, layer_decay=recipe.layer_decay)
     return {"train_iterations": info["iterations"], "final_loss": info["final_loss"],
             "train_batch": recipe.batch_size, **meter.result()}
 
@@ -152,7 +154,10 @@ def run(cfg) -> dict | None:
         speed = measure_throughput(model, images, limits.throughput_batch, limits.warmup,
                                    limits.throughput_mode, rounds=limits.throughput_rounds)
         row.update(ims=speed["ims"], batch_ms=speed["batch_ms"], throughput_mode=speed["mode"],
-                   throughput_batch=limits.throughput_batch)
+                   throughput_batch=limits.throughput_batch, throughput_rounds=speed["rounds"])
+        if getattr(model, "batching", "min") == "ragged":
+            row["packed_attention"] = resolve_attention(
+                model.packed_attention, device, torch.float32, model.schedule.proportional_attention)
     if "flops" in stages:
         n = limits.flops_images or limits.images or len(val_set)
         images = square_images(val_set, n, crop)

@@ -104,6 +104,8 @@ class TrainRecipe:
     min_lr: float
     amp: bool
     checkpoint_every: int
+    warmup: int = 0  # linear warm-up iterations (EVA + Mask2Former: 500)
+    layer_decay: float | None = None  # layer-wise LR decay (EVA + Mask2Former: 0.95)
     init_from: str | None = None  # fine-tuning: the trained checkpoint training starts from
 
     def settings(self) -> dict:
@@ -111,6 +113,9 @@ class TrainRecipe:
         out = {k: getattr(self, k) for k in ("optimizer", "iterations", "batch_size", "lr",
                                              "momentum", "weight_decay", "poly_power",
                                              "min_lr", "amp")}
+        for key, default in (("warmup", 0), ("layer_decay", None)):  # only when set: old keys hold
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
         if self.init_from is not None:  # the start model is part of the identity
             path = Path(self.init_from)
             out["init_from"] = f"{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}"
@@ -215,6 +220,9 @@ def merge_spec(cfg: DictConfig) -> MergeSpec:
     """Return the merge settings of `cfg` (thresholds checked)."""
     m = cfg.merge
     check_thresholds(cfg)
+    variant = m.get("variant")  # the baselines' keys interpolate from merge.<variant>
+    if variant is not None and variant not in ("released", "paper"):
+        raise ConfigError(f"merge.variant={variant!r}: expected released or paper")
     if m.get("learned") and not m.during_training:
         raise ConfigError(f"merge={m.method} is learned (its policy / heads train with the "
                           "model): merge.during_training must be true")
@@ -248,7 +256,8 @@ def train_recipe(cfg: DictConfig) -> TrainRecipe:
         optimizer=str(t.get("optimizer", "sgd")), iterations=iterations, batch_size=batch_size,
         lr=float(pick("lr")), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
         poly_power=float(t.poly_power), min_lr=float(t.min_lr), amp=bool(t.amp),
-        checkpoint_every=int(t.checkpoint_every),
+        checkpoint_every=int(t.checkpoint_every), warmup=int(t.get("warmup", 0) or 0),
+        layer_decay=None if t.get("layer_decay") is None else float(t.layer_decay),
         init_from=None if t.get("init_from") is None else str(t.init_from),
     )
 

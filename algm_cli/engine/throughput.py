@@ -72,4 +72,5 @@ def measure_throughput(
         device_sync(device)
         times.append(clock() - start)
     mean = sum(times) / len(times)
-    return {"ims": batch / mean, "batch_ms": 1e3 * mean, "batches": len(times), "mode": mode}
+    return {"ims": batch / mean, "batch_ms": 1e3 * mean, "batches": len(times), "mode": mode,
+            "rounds": rounds}

@@ -34,6 +34,13 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def warmup_factor(iteration: int, warmup: int, ratio: float = 1e-6) -> float:
+    """Return mmcv's linear warm-up factor: from `ratio` at iteration 0 to 1 at `warmup`."""
+    if iteration >= warmup:
+        return 1.0
+    return 1 - (1 - iteration / warmup) * (1 - ratio)
+
+
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -71,17 +78,28 @@ def train(
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
     meter=None,
+    warmup: int = 0,
+    layer_decay: float | None = None,
 ) -> dict:
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
     A checkpoint holds {"model", "optimizer", "iteration"}; a finished one (iteration ==
     iterations) is loaded and training is skipped. `meter` (engine.memory.TrainMeter) measures
-    training peak memory and images/s around each iteration.
+    training peak memory and images/s around each iteration. warmup: linear warm-up iterations
+    (ratio 1e-6, mmcv's rule) before the poly decay; layer_decay: layer-wise LR decay for models
+    with `param_groups(weight_decay, layer_decay)` (EVA + Mask2Former), each group's LR times its
+    `lr_scale`.
     """
     rank, world = distributed()
     model.to(device)
-    optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    params = model.parameters()
+    if layer_decay is not None:
+        if not hasattr(model, "param_groups"):
+            raise ValueError("train.layer_decay needs a model with layer-wise parameter groups "
+                             "(model=mask2former)")
+        params = model.param_groups(weight_decay, layer_decay)
+    optimizer = make_optimizer(optimizer, params, lr, momentum, weight_decay)
     start = 0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -96,7 +114,8 @@ def train(
     stream = batches(start)
     for it in range(start, iterations):
         for group in optimizer.param_groups:
-            group["lr"] = poly_lr(lr, it, iterations, poly_power, min_lr)
+            scheduled = poly_lr(lr, it, iterations, poly_power, min_lr) * warmup_factor(it, warmup)
+            group["lr"] = scheduled * group.get("lr_scale", 1.0)
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
         measured = (meter.iteration(it - start, images.shape[0] * world, model, optimizer,

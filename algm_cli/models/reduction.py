@@ -5,6 +5,10 @@ embedding, class token, position embeddings, timm blocks, final norm) and `model
 `ReducedSegmenter` holds exactly the parameters of a `Segmenter` and loads the same checkpoints.
 The method-specific tensor work lives in `algm_cli.merge.baselines`.
 
+Every spec but AiluRus (no public code) has a `variant`: "released" (the default) runs the
+Expedit-Segmenter release's rules (`algm_cli.models.expedit`, `algm_cli.merge.expedit`); "paper"
+runs the rules below, which follow the papers' text.
+
 Layers are 1-based. Where each method acts in layer l:
 - evit: inside block l, between the attention residual and the MLP (as EViT), using that
   layer's class-token attention; repeated in every layer of `layers`.
@@ -32,6 +36,8 @@ from ..merge.baselines import (
     clustered_attention, cls_attention, cluster_grid_side, dpc_merge, evit_fuse, evit_keep_count,
     knn_reconstruct, size_bias, soft_cluster, tome_dense_merge,
 )
+from ..merge.expedit import ELVIT_FACTOR
+from . import expedit
 from .base import MergeStats
 from .schedule import NO_MERGE
 from .registry import BuildRequest, register_merges
@@ -43,6 +49,13 @@ from .blocks import (
 from .vit import ViTEncoder
 
 BASELINE_METHODS = ("evit", "act", "elvit", "ailurus", "tome_dense")
+VARIANTS = ("released", "paper")
+
+
+def _check_variant(variant: str) -> None:
+    """Raise ValueError unless variant is released or paper."""
+    if variant not in VARIANTS:
+        raise ValueError(f"merge.variant must be one of {VARIANTS}; got {variant!r}")
 
 
 def _check_layer(layer: int, depth: int, what: str) -> None:
@@ -57,10 +70,12 @@ class EViTSpec:
 
     layers: tuple[int, ...]
     keep_rate: float
+    variant: str = "released"
     method: str = "evit"
 
     def check(self, depth: int) -> None:
         """Raise ValueError for layers outside 1..depth or a keep rate outside (0, 1]."""
+        _check_variant(self.variant)
         evit_keep_count(1, self.keep_rate)
         for layer in self.layers:
             _check_layer(layer, depth, "EViT")
@@ -72,11 +87,13 @@ class ToMeDenseSpec:
 
     start: int
     ratio: float
-    proportional_attention: bool = True
+    proportional_attention: bool = True  # paper variant only (the release has none)
+    variant: str = "released"
     method: str = "tome_dense"
 
     def check(self, depth: int) -> None:
         """Raise ValueError for a start outside 1..depth or a ratio outside [0, 0.5]."""
+        _check_variant(self.variant)
         _check_layer(self.start, depth, "dense ToMe start")
         if not 0.0 <= self.ratio <= 0.5:
             raise ValueError(f"dense ToMe merge ratio must lie in [0, 0.5]; got {self.ratio}")
@@ -84,16 +101,23 @@ class ToMeDenseSpec:
 
 @dataclass(frozen=True)
 class ACTSpec:
-    """ACT: from layer `start`, attend with round(fraction * N) k-means query centroids per head."""
+    """ACT from layer `start`: released, `hashes` E2LSH rounds group the queries (seeded with
+    `seed`); paper, round(fraction * N) k-means query centroids per head."""
 
     start: int
-    fraction: float
-    iterations: int = 3
+    fraction: float = 1.0  # paper variant
+    iterations: int = 3  # paper variant
+    variant: str = "released"
+    hashes: int = 32  # released variant
+    seed: int = 0  # released variant
     method: str = "act"
 
     def check(self, depth: int) -> None:
         """Raise ValueError for a start outside 1..depth, a bad fraction or no iterations."""
+        _check_variant(self.variant)
         _check_layer(self.start, depth, "ACT start")
+        if self.hashes < 1:
+            raise ValueError(f"ACT needs at least one hash round; got {self.hashes}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"ACT cluster fraction must lie in (0, 1]; got {self.fraction}")
         if self.iterations < 1:
@@ -109,13 +133,25 @@ class ELViTSpec:
     reference: int = 40
     iterations: int = 5
     window: int = 5
-    temperature: float = 100.0
+    temperature: float | None = None  # None: 50 (released factor 0.02) | 100 (paper variant)
     k: int = 20
-    weighting: str = "softmax"
+    weighting: str = "softmax"  # paper variant
+    variant: str = "released"
+    reconstruct: str = "logits"  # released variant: logits (released config) | tokens
     method: str = "elvit"
+
+    def __post_init__(self) -> None:
+        """Fill the variant's default temperature."""
+        if self.temperature is None:
+            default = 1.0 / ELVIT_FACTOR if self.variant == "released" else 100.0
+            object.__setattr__(self, "temperature", default)
 
     def check(self, depth: int) -> None:
         """Raise ValueError for a layer outside 1..depth or a non-positive size or temperature."""
+        _check_variant(self.variant)
+        if self.reconstruct not in ("logits", "tokens"):
+            raise ValueError(
+                f"merge.reconstruct must be logits or tokens; got {self.reconstruct!r}")
         _check_layer(self.layer, depth, "ELViT clustering")
         if self.side <= 0 or self.reference <= 0 or self.temperature <= 0 or self.k < 1:
             raise ValueError("ELViT side, reference grid, temperature and k must be positive")
@@ -295,13 +331,20 @@ ENCODERS = {
 
 def reduced_encode(
     encoder: ViTEncoder, images: Tensor, spec: Reduction
-) -> tuple[Tensor, Tensor, tuple[int, int], MergeStats]:
-    """Return (patch tokens (B, N, C) on the full grid after the final norm, class token
-    (B, 1, C), grid, statistics) of `encoder` on images (B, 3, H, W) reduced as `spec` says."""
+) -> tuple[Tensor, Tensor, tuple[int, int], MergeStats, expedit.Restore]:
+    """Return (patch tokens (B, N', C) after the final norm, class token (B, 1, C), grid,
+    statistics, restore) of `encoder` on images (B, 3, H, W) reduced as `spec` says.
+
+    N' = N (the full grid) unless `restore` is not None: then it maps the decoder's scores of the
+    N' tokens to the N positions (released ELViT).
+    """
     x, grid = embed(encoder, images)
+    if getattr(spec, "variant", "paper") == "released":
+        x, stats, restore = expedit.ENCODERS[spec.method](encoder, x, grid, spec)
+        return x[:, 1:], x[:, :1], grid, stats, restore
     x, stats = ENCODERS[spec.method](encoder, x, grid, spec)
     x = encoder.norm(x)
-    return x[:, 1:], x[:, :1], grid, stats
+    return x[:, 1:], x[:, :1], grid, stats, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,8 +363,9 @@ class ReducedSegmenter(Segmenter):
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (logits (B, K, H, W), per-layer token fractions of the reduction)."""
         padded = pad_to_patch(images)
-        tokens, _, (gh, gw), stats = reduced_encode(self.encoder, padded, self.reduction)
-        scores = self.decoder(tokens)  # (B, N, K) on the full grid
+        tokens, _, (gh, gw), stats, restore = reduced_encode(self.encoder, padded, self.reduction)
+        scores = self.decoder(tokens)  # (B, N', K)
+        scores = scores if restore is None else restore(scores)  # (B, N, K) on the full grid
         masks = scores.transpose(1, 2).reshape(images.shape[0], self.num_classes, gh, gw)
         return resize_crop(masks, padded.shape[-2:], images.shape[-2:]), stats
 
@@ -340,10 +384,11 @@ def per_backbone(value, backbone: str, key: str):
 def reduction_from_config(merge: Mapping, backbone: str) -> Reduction:
     """Return the reduction described by a `merge` config (conf/merge/<method>.yaml).
 
-    Keys: method, setting (the method's reduction knob, see each yaml), and per method
-    evit: layers; tome_dense: start_layer, proportional_attention; act: start_layer, iterations;
-    elvit: layer, reference_grid, iterations, cluster_window, temperature, recon_k,
-    recon_weighting; ailurus: layer, density_k, density_radius, assign_radius,
+    Keys: method, variant (released | paper; not AiluRus), setting (the method's reduction
+    knob, see each yaml; released ACT: hash rounds), and per method evit: layers; tome_dense:
+    start_layer, proportional_attention; act: start_layer, iterations, hash_seed; elvit: layer,
+    reference_grid, iterations, cluster_window, temperature, recon_k, recon_weighting,
+    reconstruct; ailurus: layer, density_k, density_radius, assign_radius,
     proportional_attention. Layer keys may map backbone names (and 'default') to values.
     """
     method = merge["method"]
@@ -351,18 +396,27 @@ def reduction_from_config(merge: Mapping, backbone: str) -> Reduction:
         raise ValueError(f"merge.method={method!r} is not a baseline; expected {BASELINE_METHODS}")
     setting = float(merge["setting"])
     get = lambda key: per_backbone(merge[key], backbone, key)  # noqa: E731
+    variant = str(merge.get("variant", "released"))
     if method == "evit":
-        return EViTSpec(tuple(int(v) for v in get("layers")), setting)
+        return EViTSpec(tuple(int(v) for v in get("layers")), setting, variant)
     if method == "tome_dense":
         return ToMeDenseSpec(int(get("start_layer")), setting,
-                             bool(merge.get("proportional_attention", True)))
+                             bool(merge.get("proportional_attention", True)), variant)
     if method == "act":
-        return ACTSpec(int(get("start_layer")), setting, int(merge.get("iterations", 3)))
+        start = int(get("start_layer"))
+        if variant != "released":
+            return ACTSpec(start, setting, int(merge.get("iterations", 3)), variant)
+        if setting != int(setting):
+            raise ValueError(f"released ACT's merge.setting is a hash-round count; got {setting}")
+        return ACTSpec(start, variant=variant, hashes=int(setting),
+                       seed=int(merge.get("hash_seed", 0)))
     if method == "elvit":
         return ELViTSpec(int(get("layer")), setting, int(merge.get("reference_grid", 40)),
                          int(merge.get("iterations", 5)), int(merge.get("cluster_window", 5)),
-                         float(merge.get("temperature", 100.0)), int(merge.get("recon_k", 20)),
-                         str(merge.get("recon_weighting", "softmax")))
+                         None if merge.get("temperature") is None else float(merge["temperature"]),
+                         int(merge.get("recon_k", 20)),
+                         str(merge.get("recon_weighting", "softmax")), variant,
+                         str(merge.get("reconstruct", "logits")))
     radius = merge.get("assign_radius")
     return AiluRusSpec(int(get("layer")), setting, int(merge.get("density_k", 5)),
                        int(merge.get("density_radius", 2)),
@@ -392,6 +446,6 @@ register_merges("segmenter", BASELINE_METHODS, build_reduced_model)
 
 __all__ = [
     "ACTSpec", "AiluRusSpec", "BASELINE_METHODS", "ELViTSpec", "EViTSpec", "ReducedSegmenter",
-    "Reduction", "ToMeDenseSpec", "build_reduced", "fraction_count", "reduced_encode",
+    "Reduction", "ToMeDenseSpec", "VARIANTS", "build_reduced", "fraction_count", "reduced_encode",
     "reduction_from_config",
 ]

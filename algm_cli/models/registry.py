@@ -45,8 +45,14 @@ BACKBONES: dict[str, BackboneFacts] = {
     "mit_b3": BackboneFacts("mit_b3", "mit", 512, 28, 8, 4),
     "mit_b4": BackboneFacts("mit_b4", "mit", 512, 41, 8, 4),
     "mit_b5": BackboneFacts("mit_b5", "mit", 512, 52, 8, 4),
+    "eva_g": BackboneFacts("eva_g", "eva", 1408, 40, 16, 16),
+    "eva02_t": BackboneFacts("eva02_t", "eva", 192, 12, 3, 16, "eva02_tiny_patch14_224"),
+    "eva02_s": BackboneFacts("eva02_s", "eva", 384, 12, 6, 16, "eva02_small_patch14_224"),
+    "eva02_b": BackboneFacts("eva02_b", "eva", 768, 12, 12, 16, "eva02_base_patch14_224"),
+    "eva02_l": BackboneFacts("eva02_l", "eva", 1024, 24, 16, 16, "eva02_large_patch14_224"),
 }
-BACKBONE_KINDS = {"vit": "vit_t, vit_s, vit_b or vit_l", "mit": "mit_b0..mit_b5"}
+BACKBONE_KINDS = {"vit": "vit_t, vit_s, vit_b or vit_l", "mit": "mit_b0..mit_b5",
+                  "eva": "eva_g or eva02_t/s/b/l"}
 
 
 def backbone(name: str) -> BackboneFacts:
@@ -127,7 +133,7 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 # modules that register families (imported on first use, so the registry imports no model)
 FAMILY_MODULES = ("segmenter", "setr", "segvit", "segformer", "reduction", "downsample",
-                  "learned")
+                  "mask2former", "learned")
 
 
 def register_family(name: str, builder: Builder, backbone: str, merges: tuple[str, ...],

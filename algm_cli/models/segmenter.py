@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .base import MergeStats, SegmentationModel
 from .decoders import DECODERS
+from .packed_attention import check_backend
 from .ragged import forward_ragged
 from .registry import SCHEDULE_METHODS, BuildRequest, read_options, register_family
 from .schedule import NO_MERGE, MergeSchedule
@@ -26,6 +27,7 @@ class Segmenter(SegmentationModel):
 
     batching: "min" (every image of a batch merges the batch minimum count, the paper's rule) or
       "ragged" (each image merges its own count; packed execution, see models/ragged.py).
+    packed_attention: the ragged mode's attention backend (models/packed_attention.py; "auto").
     decoder_layers: blocks of the mask transformer (Segmenter's default 2). The paper's Seg-L
     Cityscapes baseline (1005 GFLOPs at 768 x 768) matches a 1-block mask transformer (1004.9);
     with 2 blocks it is 1045.2. Every other baseline GFLOPs figure matches 2 blocks.
@@ -43,6 +45,7 @@ class Segmenter(SegmentationModel):
         decoder_dropout: float = 0.1,
         decoder_layers: int = 2,
         batching: str = "min",
+        packed_attention: str = "auto",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -50,6 +53,7 @@ class Segmenter(SegmentationModel):
         if batching not in ("min", "ragged"):
             raise ValueError(f"batching must be 'min' or 'ragged'; got {batching!r}")
         self.batching = batching
+        self.packed_attention = check_backend(packed_attention)
         self.num_classes = num_classes
         self.encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
         schedule.check_depth(self.encoder.depth)
@@ -65,7 +69,7 @@ class Segmenter(SegmentationModel):
         """Return (logits (B, K, H, W), kept-token fractions after each merge step)."""
         padded = pad_to_patch(images)
         if self.batching == "ragged" and images.shape[0] > 1:
-            scores, stats, (gh, gw) = forward_ragged(self, padded)
+            scores, stats, (gh, gw) = forward_ragged(self, padded, self.packed_attention)
         else:
             enc = self.encoder(padded, self.schedule)
             scores = enc.state.unmerge(self.decoder(enc.tokens))  # (B, N, K): one gather
@@ -144,6 +148,7 @@ def build_segmenter(request: BuildRequest) -> Segmenter:
     """Return the Segmenter of `request` (ALGM / ToMe through its schedule)."""
     model = Segmenter(backbone=request.backbone, num_classes=int(request.num_classes),
                       schedule=request.schedule, batching=request.batching,
+                      packed_attention=str(request.merge.get("packed_attention", "auto")),
                       **segmenter_options(request))
     model.encoder.bucket = int(request.bucket)
     return model

@@ -176,8 +176,11 @@ def _plot_star(points: pd.DataFrame, base: pd.Series, key: tuple, path: Path) ->
 
 
 def _method_label(row: pd.Series) -> str:
-    """Return the Pareto legend label of a run: its method, marked when applied directly."""
-    return row["method"] + (" (direct)" if row["setting"] == "direct" else "")
+    """Return the Pareto legend label of a run: its method, marked when applied directly, and
+    the baseline variant where the row records one (rows from before variants have none)."""
+    variant = row.get("variant")
+    label = row["method"] + (f" [{variant}]" if isinstance(variant, str) and variant else "")
+    return label + (" (direct)" if row["setting"] == "direct" else "")
 
 
 def _pareto_front(points: pd.DataFrame) -> pd.DataFrame:

@@ -54,6 +54,7 @@ def test_segformer_selects_its_backbone_merge_and_recipe():
     (["model=segformer", "backbone=vit_s"], "backbone=vit_s does not fit model=segformer"),
     (["backbone=mit_b0"], "backbone=mit_b0 does not fit model=segmenter"),
     (["model=segmenter", "merge=segformerpp_fast"], "merge=segformerpp_fast does not apply"),
+    (["merge=act", "merge.variant=release"], "merge.variant='release': expected released or paper"),
 ])
 def test_misfit_model_and_merge_are_clear_errors(overrides, message):
     cfg = compose_run("merge.clap_threshold=0.9", "merge.gbm_threshold=0.9", *overrides)

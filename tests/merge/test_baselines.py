@@ -1,5 +1,7 @@
 """The baselines' core steps on small hand-checkable tensors (EViT, ToMe, ACT, ELViT, AiluRus)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,19 @@ from algm_cli.merge.baselines import (
     tome_dense_count,
     tome_dense_merge,
     weighted_regroup,
+)
+from algm_cli.merge.expedit import (
+    act_groups,
+    act_hashes,
+    act_released_attention,
+    evit_released_fill,
+    evit_released_keep,
+    evit_released_prune,
+    knn_weights,
+    slot_gather,
+    slot_means,
+    tome_released_count,
+    tome_released_plan,
 )
 
 
@@ -274,3 +289,159 @@ def test_dpc_merge_needs_raster_order():
     _, state = dpc_merge(x, MergeState.start(1, 16), (4, 4), 8)
     with pytest.raises(ValueError, match="raster order"):
         dpc_merge(torch.randn(1, 8, 4), state, (4, 4), 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# released variants (Expedit-Segmenter): each rule against a small loop re-derivation
+
+
+def loop_knn_weights(feats, anchors, k, factor):
+    """Reference: per token, exp(-factor * d) to every anchor, below the k-th largest -> 0, L2."""
+    B, N, _ = feats.shape
+    out = torch.zeros(B, N, anchors.shape[1])
+    for b in range(B):
+        for i in range(N):
+            w = torch.tensor([math.exp(-factor * float(((feats[b, i] - a) ** 2).sum()))
+                              for a in anchors[b]])
+            kth = sorted(w.tolist(), reverse=True)[k - 1]
+            w = torch.where(w >= kth, w, torch.zeros_like(w))
+            norm = math.sqrt(float((w ** 2).sum()))
+            out[b, i] = w / max(norm, 1e-12)
+    return out
+
+
+def test_released_knn_weights_match_a_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    feats, anchors = torch.randn(2, 9, 4, generator=g), torch.randn(2, 5, 4, generator=g)
+    for k, factor in [(3, 0.02), (1, 0.005), (5, 0.5)]:
+        ours = knn_weights(feats, anchors, k, factor)
+        assert torch.allclose(ours, loop_knn_weights(feats, anchors, k, factor), atol=1e-6)
+
+
+def test_released_knn_weights_keep_ties_and_underflow_to_zero():
+    feats = torch.tensor([[[0.0, 0.0], [100.0, 100.0]]])
+    anchors = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])  # two anchors tie for token 0
+    w = knn_weights(feats, anchors, k=1, factor=0.02)
+    assert torch.allclose(w[0, 0], torch.tensor([2 ** -0.5, 2 ** -0.5, 0.0]))
+    assert torch.equal(w[0, 1], torch.zeros(3))  # exp(-0.02 * ~19000) underflows: a zero row
+
+
+def test_released_evit_keep_count_has_no_tolerance():
+    assert evit_released_keep(100, 0.55) == 56  # ceil(55.00000000000001), as released
+    assert evit_keep_count(100, 0.55) == 55  # the paper variant's rounding
+    assert evit_released_keep(64, 0.5) == 32 and evit_released_keep(5, 1.0) == 5
+
+
+def test_released_evit_prune_hand_case():
+    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [4.0, -1.0]]])
+    scores = torch.tensor([[0.1, 0.4, 0.2, 0.3]])
+    tokens, kept = evit_released_prune(x, scores, keep=2)
+    assert kept.tolist() == [[1, 3]]  # highest first
+    fused = 0.1 * x[0, 0] + 0.2 * x[0, 2]  # not divided by 0.3
+    assert torch.allclose(tokens[0], torch.stack([x[0, 1], x[0, 3], fused]))
+
+
+def test_released_evit_fill_matches_a_loop_reference():
+    g = torch.Generator().manual_seed(2)
+    before = torch.randn(2, 7, 3, generator=g)
+    kept = torch.stack([torch.randperm(7, generator=g)[:4] for _ in range(2)])
+    kept_out = torch.randn(2, 4, 5, generator=g)
+    ours = evit_released_fill(before, kept, kept_out)
+    for b in range(2):
+        for i in range(7):
+            if i in kept[b].tolist():
+                expected = kept_out[b, kept[b].tolist().index(i)]
+            else:
+                dist = [float(((before[b, i] - before[b, j]) ** 2).sum()) for j in kept[b]]
+                expected = kept_out[b, dist.index(min(dist))]  # its nearest kept token
+            assert torch.allclose(ours[b, i], expected, atol=1e-6), (b, i)
+
+
+def loop_dense_tome(x, ratio):
+    """Reference: ToMe's bipartite rule with the class token as A[0]; returns (B, T, C) unmerged
+    plain means and the merged count."""
+    B, T, _ = x.shape
+    r = min(int(T * ratio), (T - 1) // 2)
+    out = x.clone()
+    for b in range(B):
+        a_pos, b_pos = list(range(0, T, 2)), list(range(1, T, 2))
+        best = []
+        for ai in a_pos[1:]:
+            sims = [float(F.cosine_similarity(x[b, ai], x[b, bj], dim=0)) for bj in b_pos]
+            best.append((max(sims), ai, b_pos[sims.index(max(sims))]))
+        best.sort(key=lambda t: -t[0])
+        groups = {bj: [bj] for bj in b_pos}
+        for _, ai, bj in best[:r]:
+            groups[bj].append(ai)
+        for members in groups.values():
+            out[b, members] = x[b, members].mean(dim=0)
+    return out, T - r
+
+
+def test_released_dense_tome_matches_a_loop_reference():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 17, 6, generator=g)
+    for ratio in (0.2, 0.3, 0.5):
+        slot, num = tome_released_plan(x, ratio)
+        expected, count = loop_dense_tome(x, ratio)
+        assert num == count
+        assert torch.allclose(slot_gather(slot_means(x, slot, num), slot), expected, atol=1e-6)
+        assert (slot[:, 0] == 0).all()  # the class token stays, first
+
+
+def test_released_dense_tome_counts_the_class_token():
+    assert tome_released_count(65, 0.2) == 13  # 64 patches + class token (paper variant: 12)
+    assert tome_dense_count(64, 0.2) == 12
+    assert tome_released_count(65, 0.5) == 32 and tome_released_count(3, 0.1) == 0
+
+
+def kernel_groups(hashes):
+    """Reference: the release's ada_cluster kernel, one row at a time over the sorted hashes."""
+    groups = torch.zeros_like(hashes)
+    for n in range(hashes.shape[0]):
+        order = sorted(range(hashes.shape[1]), key=lambda i: int(hashes[n, i]))
+        c = 0
+        for rank, i in enumerate(order):
+            if rank and int(hashes[n, i]) != int(hashes[n, order[rank - 1]]):
+                c += 1
+            groups[n, i] = c
+    return groups
+
+
+def test_released_act_groups_equal_hashes_together_in_hash_order():
+    hashes = torch.tensor([[7, 3, 7, 100, 3, -2], [0, 0, 0, 0, 0, 0]])
+    assert act_groups(hashes).tolist() == [[2, 1, 2, 3, 1, 0], [0, 0, 0, 0, 0, 0]]
+    g = torch.Generator().manual_seed(4)
+    random = torch.randint(0, 5, (3, 20), generator=g)
+    assert torch.equal(act_groups(random), kernel_groups(random))
+
+
+def test_released_act_hashes_match_a_per_round_reference():
+    g = torch.Generator().manual_seed(5)
+    q = 0.2 * torch.randn(3, 10, 4, generator=g)
+    ours = act_hashes(q, 3, torch.Generator().manual_seed(9))
+    draw = torch.Generator().manual_seed(9)
+    w, b = torch.randn(4, 3, generator=draw), torch.rand(3, generator=draw)
+    expected = torch.zeros(3, 10, dtype=torch.long)
+    for j in range(3):
+        code = torch.floor((q @ w[:, j] + b[j]) / 8.0).long()  # (3, 10)
+        expected += (code - code.min(dim=1, keepdim=True).values) * 4 ** j
+    assert torch.equal(ours, expected)
+    assert torch.equal(ours, act_hashes(q, 3, torch.Generator().manual_seed(9)))  # seeded
+
+
+def test_released_act_attention_matches_a_group_loop():
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2, 12, 4, generator=g) for _ in range(3))
+    q = 0.05 * q  # small queries: several share a hash
+    out, clusters = act_released_attention(q, k, v, 4, torch.Generator().manual_seed(1))
+    hashes = act_hashes((q * 0.5).reshape(2, 12, 4), 4, torch.Generator().manual_seed(1))
+    groups = act_groups(hashes)
+    assert clusters.tolist() == [[int(groups[h].max()) + 1 for h in range(2)]]
+    assert clusters.min() < 12  # some queries were grouped
+    for h in range(2):
+        for c in range(int(groups[h].max()) + 1):
+            members = (groups[h] == c).nonzero()[:, 0]
+            centre = (q[0, h, members] * 0.5).mean(dim=0)  # d = 4: scale 1/2
+            expected = (centre @ k[0, h].T).softmax(dim=-1) @ v[0, h]
+            assert torch.allclose(out[0, h, members], expected.expand(len(members), -1), atol=1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from algm_cli.models.schedule import MergeSchedule, algm_schedule
+from algm_cli.models.schedule import MergeSchedule, MergeStepSpec, algm_schedule
 from algm_cli.models.segmenter import Segmenter
 
 
@@ -50,3 +50,28 @@ def test_ragged_without_merging_equals_the_batched_baseline():
     images = mixed_images()
     with torch.no_grad():
         assert torch.allclose(base(images), ragged(images), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "backend,schedule",
+    [("nested", MergeSchedule(algm_schedule(0.3, 0.3, gbm_layers=(3,)).steps)),
+     ("flex", MergeSchedule(algm_schedule(0.3, 0.3, gbm_layers=(3,)).steps,
+                            proportional_attention=True)),
+     ("loop", MergeSchedule(algm_schedule(0.3, None, gbm_layers=(3,), gbm_rule="released").steps,
+                            proportional_attention=True, placement="after_mlp")),
+     ("loop", MergeSchedule((MergeStepSpec(2, "tome", r=5),), proportional_attention=True))],
+)
+def test_ragged_backends_and_schedules_equal_batch_size_one(backend, schedule):
+    torch.manual_seed(0)
+    model = Segmenter("vit_t", 5, "mask", 64, schedule, batching="ragged",
+                      packed_attention=backend).eval()
+    images = mixed_images()
+    with torch.no_grad():
+        batched, _ = model.forward_with_stats(images)
+        alone = torch.cat([model.forward_with_stats(img[None])[0] for img in images])
+    assert torch.allclose(batched, alone, atol=1e-4)
+
+
+def test_unknown_packed_attention_backend_is_rejected():
+    with pytest.raises(ValueError, match="packed_attention must be one of"):
+        Segmenter("vit_t", 5, "mask", 64, batching="ragged", packed_attention="fast")
