@@ -22,6 +22,9 @@ from .spec import ConfigError, RunSpec
 
 def base_weights(spec: RunSpec, work: Path) -> tuple[str, Path | None]:
     """Return (identity, path) of the weights calibration runs on (path None: initial model)."""
+    if spec.train is not None and spec.train.init_from is not None:  # fine-tuning: its start
+        path = Path(spec.train.init_from)
+        return f"checkpoint:{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}", path
     if spec.checkpoint is not None:
         path = Path(spec.checkpoint)
         return f"checkpoint:{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}", path

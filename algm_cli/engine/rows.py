@@ -41,6 +41,7 @@ def identity_columns(spec: RunSpec) -> dict:
         steps = [(merge.method, 0)]
     merging = merge.method != "none"
     direct = merging and (spec.checkpoint is not None or not merge.during_training)
+    tuned_from = merging and spec.train is not None and spec.train.init_from is not None
     algm_family = merge.threshold_based
     return {
         "experiment": spec.experiment,
@@ -49,7 +50,7 @@ def identity_columns(spec: RunSpec) -> dict:
         "decoder": spec.model_options["decoder"],
         "dataset": spec.dataset.name,
         "method": merge.method,
-        "setting": "direct" if direct else "training",
+        "setting": "direct" if direct else "fine_tuning" if tuned_from else "training",
         "window": f"{m['window'][0]}x{m['window'][1]}",
         "clap_layer": m["clap_layer"] if algm_family else None,
         "gbm_layers": ";".join(str(x) for x in m["gbm_layers"]) if algm_family else None,

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from ..data import DatasetError
 from ..models.packed_attention import resolve as resolve_attention
 from ..models.segmenter import load_checkpoint
-from . import store
+from . import finetune, store
 from .calibration import run_calibration
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
@@ -106,6 +106,7 @@ def run(cfg) -> dict | None:
         return None
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
         raise ConfigError(f"checkpoint={spec.checkpoint}: no such file")
+    start_from = finetune.init_from(spec)  # train.init_from: fine-tuning
     torch.manual_seed(spec.seed)
     device = pick_device(spec.device)
     work = Path(spec.work_dir)
@@ -128,6 +129,9 @@ def run(cfg) -> dict | None:
         ckpt = work / "checkpoints" / f"{train_key(spec, train_schedule)}.pt"
         row["checkpoint"] = str(ckpt)
         if "train" in stages:
+            if start_from is not None and not ckpt.is_file():
+                finetune.load_start(model, start_from)
+                row["init_from"] = str(start_from)
             row.update(train_stage(spec, model, ckpt, device))
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)

@@ -10,6 +10,7 @@ payloads as before the spec existed, so existing rows and checkpoints keep their
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -22,7 +23,7 @@ from .store import config_key
 from .tasks import check_task
 
 # keys of the run config that do not change a run's result (left out of its identity)
-BOOKKEEPING_KEYS = ("force", "results_dir", "work_dir", "experiment")
+BOOKKEEPING_KEYS = ("force", "results_dir", "work_dir", "experiment", "runs", "runs_by_dataset")
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,7 @@ class TrainRecipe:
     checkpoint_every: int
     warmup: int = 0  # linear warm-up iterations (EVA + Mask2Former: 500)
     layer_decay: float | None = None  # layer-wise LR decay (EVA + Mask2Former: 0.95)
+    init_from: str | None = None  # fine-tuning: the trained checkpoint training starts from
 
     def settings(self) -> dict:
         """Return the settings that identify a trained model (everything but checkpointing)."""
@@ -115,6 +117,9 @@ class TrainRecipe:
         for key, default in (("warmup", 0), ("layer_decay", None)):  # only when set: old keys hold
             if getattr(self, key) != default:
                 out[key] = getattr(self, key)
+        if self.init_from is not None:  # the start model is part of the identity
+            path = Path(self.init_from)
+            out["init_from"] = f"{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}"
         return out
 
 
@@ -219,6 +224,9 @@ def merge_spec(cfg: DictConfig) -> MergeSpec:
     variant = m.get("variant")  # the baselines' keys interpolate from merge.<variant>
     if variant is not None and variant not in ("released", "paper"):
         raise ConfigError(f"merge.variant={variant!r}: expected released or paper")
+    if m.get("learned") and not m.during_training:
+        raise ConfigError(f"merge={m.method} is learned (its policy / heads train with the "
+                          "model): merge.during_training must be true")
     released = cfg.backbone.released_clap_threshold
     return MergeSpec(
         method=str(m.method), options=frozen(m), during_training=bool(m.during_training),
@@ -252,6 +260,7 @@ def train_recipe(cfg: DictConfig) -> TrainRecipe:
         poly_power=float(t.poly_power), min_lr=float(t.min_lr), amp=bool(t.amp),
         checkpoint_every=int(t.checkpoint_every), warmup=int(t.get("warmup", 0) or 0),
         layer_decay=None if t.get("layer_decay") is None else float(t.layer_decay),
+        init_from=None if t.get("init_from") is None else str(t.init_from),
     )
 
 

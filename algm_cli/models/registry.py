@@ -133,7 +133,7 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 # modules that register families (imported on first use, so the registry imports no model)
 FAMILY_MODULES = ("segmenter", "setr", "segvit", "segformer", "reduction", "downsample",
-                  "mask2former")
+                  "mask2former", "learned")
 
 
 def register_family(name: str, builder: Builder, backbone: str, merges: tuple[str, ...],

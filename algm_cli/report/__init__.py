@@ -17,9 +17,10 @@ LOG = logging.getLogger(__name__)
 __all__ = ["build_report", "render_report"]
 
 
-def _index(out_dir: Path, paths: list[Path], warnings: list[str]) -> Path:
-    """Write out_dir/report.md listing the outputs and the warnings; return its path."""
-    lines = ["# Report", "", "## Tables", ""]
+def _index(out_dir: Path, paths: list[Path], warnings: list[str],
+           provenance: list[str] | None = None) -> Path:
+    """Write out_dir/report.md: provenance, the outputs and the warnings; return its path."""
+    lines = ["# Report", "", *(provenance or []), "## Tables", ""]
     links = {p: p.relative_to(out_dir).as_posix() for p in paths}
     lines += [f"- [{p.stem}]({link})" for p, link in links.items() if p.suffix == ".md"]
     lines += ["", "## Figures", ""]
@@ -66,7 +67,9 @@ def build_report(runs_dir: Path, paper_dir: Path, out_dir: Path, include_smoke: 
     figures, figure_warnings = render_figures(loaded.rows, paper, out_dir)
     warnings += figure_warnings
     paths += figures
-    paths.append(_index(out_dir, paths, warnings))
+    from .provenance import provenance_lines
+
+    paths.append(_index(out_dir, paths, warnings, provenance_lines(loaded.rows)))
     return paths, warnings
 
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine.store import write_atomic
+from .extra_tables import (
+    EXTRA_TABLES, NOTE_DERIVED, build_extra_table, extra_notes, ims_note, status_cell,
+)
 from .load import latest_with, select
 from .paper import paper_row
-from .table_specs import GBM_LAYERS, MEASURES, NOTE_IMS, NOTE_PICK, TABLE_SPECS
+from .table_specs import GBM_LAYERS, MEASURES, NOTE_PICK, TABLE_SPECS
 
 def _fmt(value: float, digits: int, signed: bool = False) -> str:
     """Return a number with fixed digits ('' when missing)."""
@@ -46,11 +49,14 @@ def _reproduced(runs: pd.DataFrame, filters: Mapping) -> dict:
     if speed is not None:
         mode = str(speed.get("throughput_mode", "") or "")
         device = str(speed["device"]) + (f" ({mode})" if mode else "")
-    return {"matched": not matches.empty, **values, "runs": " ".join(run_ids), "device": device}
+    return {"matched": not matches.empty, **values, "runs": " ".join(run_ids), "device": device,
+            "status": None}
 
 
 def _repro_cell(info: dict, measure: str, digits: int) -> str:
     """Return a reproduced cell: the value, `not run` or `not measured`."""
+    if info["status"]:
+        return info["status"]
     if not info["matched"]:
         return "not run"
     value = info[measure]
@@ -85,10 +91,13 @@ def _speedup(values: list[dict], bases: list[int | None], i: int) -> float:
     return math.nan if base is None else _ratio(values[i]["ims"], values[base]["ims"])
 
 
-def _paper_speedup(paper_vals: list[dict], bases: list[int | None], i: int) -> float:
-    """Return the paper's speed-up of row i: its own column, else im/s over the baseline's."""
+def _paper_speedup(paper_vals: list[dict], bases: list[int | None], i: int) -> str:
+    """Return the paper's speed-up of row i: its own column, else im/s over the baseline's (*)."""
     own = paper_vals[i]["speedup"]
-    return own if not pd.isna(own) else _speedup(paper_vals, bases, i)
+    if not pd.isna(own):
+        return _fmt_x(own)
+    derived = _fmt_x(_speedup(paper_vals, bases, i))
+    return derived + "*" if derived else ""
 
 
 def _fmt_x(value: float) -> str:
@@ -96,14 +105,14 @@ def _fmt_x(value: float) -> str:
     return "" if pd.isna(value) else f"{value:.2f}x"
 
 
-def _paper_columns(pv: dict, rv: dict, paper_speedup: float, speedup: float) -> dict:
+def _paper_columns(pv: dict, rv: dict, paper_speedup: str, speedup: float) -> dict:
     """Return the cells of a row on the paper's dataset: paper, reproduced, delta per measure."""
     return {
         "mIoU paper": pv["miou_text"], "mIoU": _repro_cell(rv, "miou", 2),
         "Δ mIoU": _fmt(rv["miou"] - pv["miou"], 2, signed=True),
         "im/s paper": pv["ims_text"], "im/s †": _repro_cell(rv, "ims", 1),
         "Δ im/s †": _fmt(rv["ims"] - pv["ims"], 1, signed=True),
-        "speed-up paper": _fmt_x(paper_speedup), "speed-up": _fmt_x(speedup),
+        "speed-up paper": paper_speedup, "speed-up": _fmt_x(speedup),
         "GFLOPs paper": pv["gflops_text"], "GFLOPs": _repro_cell(rv, "gflops", 2),
         "Δ GFLOPs": _fmt(rv["gflops"] - pv["gflops"], 2, signed=True)}
 
@@ -123,9 +132,13 @@ def build_table(spec: dict, runs: pd.DataFrame, paper: pd.DataFrame, dataset: st
     Several runs matching one row: each measure comes from the most recent run (by `timestamp`)
     that has it. Paper columns and deltas appear only when `dataset` is the paper's.
     """
+    if spec.get("kind"):  # Tab. 3 / supp. Tab. 2 / supp. Tab. 3 layouts
+        return build_extra_table(spec, runs, paper, dataset)
     rows = spec["rows"]
     paper_vals = [_paper_values(paper, spec, row) for row in rows]
     repro = [_reproduced(runs, {**row["runs"], "dataset": dataset}) for row in rows]
+    for row, info in zip(rows, repro):  # not implemented / reference only / not run
+        info["status"] = status_cell(row, runs, {**row["runs"], "dataset": dataset})
     bases = _baseline_index(rows)
     records = []
     for i, (pv, rv) in enumerate(zip(paper_vals, repro)):
@@ -144,7 +157,7 @@ def build_table(spec: dict, runs: pd.DataFrame, paper: pd.DataFrame, dataset: st
 
 def table_notes(spec: dict, dataset: str) -> list[str]:
     """Return the notes printed under a table."""
-    notes = [NOTE_IMS, NOTE_PICK]
+    notes = extra_notes(spec) + [NOTE_PICK] if spec.get("kind") else [ims_note(spec), NOTE_PICK]
     if dataset == spec["dataset"]:
         notes.insert(0, f"Paper columns: {spec['paper_table']} in results/paper/ (dataset "
                         f"{spec['dataset']}); Δ = reproduced - paper.")
@@ -156,7 +169,8 @@ def table_notes(spec: dict, dataset: str) -> list[str]:
                      "filters in row_filters.md) with the backbone swapped (`retarget`).")
     else:
         notes.append("Row -> run filters: row_filters.md next to this table "
-                     f"(TABLE_SPECS['{spec['id']}'] in algm_cli/report/tables.py).")
+                     f"(spec '{spec['id']}' in algm_cli/report/"
+                     f"{'extra_specs' if spec['paper_table'] in EXTRA_TABLES else 'table_specs'}.py).")
     return notes
 
 
@@ -205,7 +219,10 @@ def filters_markdown(paper: pd.DataFrame, specs: list[dict] | None = None) -> st
              "added from the table (the paper's, or the one a `__<dataset>` table is for).", ""]
     for spec in specs if specs is not None else TABLE_SPECS:
         rows = [{"row": _paper_values(paper, spec, row)["label"] or f"row {i + 1}",
-                 "paper filters": _describe({"table": spec["paper_table"], **(row["paper"] or {})}),
+                 "paper filters": _describe({"table": spec["paper_table"],
+                                             **(row.get("paper") or {}),
+                                             **({"row": str(row["paper_row"])}
+                                                if "paper_row" in row else {})}),
                  "run filters": _describe(row["runs"])} for i, row in enumerate(spec["rows"])]
         parts += [f"## {spec['id']}: {spec['title']}", "",
                   pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
@@ -266,7 +283,9 @@ def _variants(spec: dict, runs: pd.DataFrame, dataset: str) -> list[dict]:
 
 
 def _write(frame: pd.DataFrame, title: str, notes: list[str], stem: Path) -> list[Path]:
-    """Write stem.md and stem.tex; return both paths."""
+    """Write stem.md and stem.tex (noting derived paper speed-ups); return both paths."""
+    if "speed-up paper" in frame and frame["speed-up paper"].str.endswith("*").any():
+        notes = [*notes, NOTE_DERIVED]
     md, tex = stem.with_suffix(".md"), stem.with_suffix(".tex")
     write_atomic(md, to_markdown(frame, title, notes))
     write_atomic(tex, to_latex(frame, title, notes))
@@ -279,7 +298,10 @@ def render_tables(runs: pd.DataFrame, paper: pd.DataFrame, out_dir: Path,
     folder = Path(out_dir) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     datasets = sorted(d for d in runs["dataset"].unique() if d) if not runs.empty else []
-    specs = specs if specs is not None else TABLE_SPECS
+    if specs is None:
+        from .extra_specs import EXTRA_SPECS
+
+        specs = TABLE_SPECS + EXTRA_SPECS
     guide = folder / "row_filters.md"
     write_atomic(guide, filters_markdown(paper, specs))
     paths: list[Path] = [guide]

@@ -1,0 +1,59 @@
+"""Learned baselines end to end through `algm run` (smoke): a row with the method's knob."""
+
+import pandas as pd
+import pytest
+
+from algm_cli.engine.run import run
+from algm_cli.engine.setup import ConfigError
+
+from .test_run_cli import cfg_for, tiny_synthetic  # noqa: F401 (fixture)
+
+
+def _row(tmp):
+    (path,) = (tmp / "results").glob("*.csv")
+    return pd.read_csv(path).iloc[0]
+
+
+def test_dovit_smoke_run_writes_a_row(tiny_synthetic):  # noqa: F811
+    run(cfg_for(tiny_synthetic, "merge=dovit", "merge.setting=0.5"))
+    row = _row(tiny_synthetic)
+    assert (row.method, row.setting, row.reduction, row.modules) == ("dovit", "training", 0.5,
+                                                                     "dovit")
+    assert row.gflops > 0 and 0 <= row.miou <= 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("overrides", "model", "method"), [
+    (["merge=cts", "merge.policy.backbone=small"], "segmenter", "cts"),
+    (["merge=cts"], "segmenter", "cts"), (["merge=dtop"], "segmenter", "dtop"),
+    (["merge=paumer"], "segmenter", "paumer"),
+    (["model=setr", "backbone=vit_b", "merge=dtop"], "setr", "dtop")])
+def test_learned_smoke_runs(tiny_synthetic, overrides, model, method):  # noqa: F811
+    run(cfg_for(tiny_synthetic, *overrides))
+    row = _row(tiny_synthetic)
+    assert (row.model, row.method) == (model, method) and row.gflops > 0
+
+
+def test_learned_method_needs_training_with_it(tiny_synthetic):  # noqa: F811
+    with pytest.raises(ConfigError, match="merge.during_training must be true"):
+        run(cfg_for(tiny_synthetic, "merge=dtop", "merge.during_training=false"))
+    with pytest.raises(ConfigError, match="does not apply to model=segvit"):
+        run(cfg_for(tiny_synthetic, "model=segvit", "backbone=vit_l", "merge=dtop"))
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_trained_model(tiny_synthetic):  # noqa: F811
+    base = run(cfg_for(tiny_synthetic, "merge=none"))
+    row = run(cfg_for(tiny_synthetic, "merge=algm", "tau=0.9",
+                      f"train.init_from={base['checkpoint']}"))
+    assert (row["setting"], row["init_from"]) == ("fine_tuning", base["checkpoint"])
+    assert row["checkpoint"] != base["checkpoint"]
+
+
+def test_fine_tuning_errors_are_one_clear_line(tiny_synthetic):  # noqa: F811
+    with pytest.raises(ConfigError, match="train.init_from=/nonexistent.pt: no such file"):
+        run(cfg_for(tiny_synthetic, "train.init_from=/nonexistent.pt"))
+    path = tiny_synthetic / "start.pt"
+    path.write_bytes(b"")
+    with pytest.raises(ConfigError, match="needs a merge method"):
+        run(cfg_for(tiny_synthetic, "merge=none", f"train.init_from={path}"))
