@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..models.base import SegmentationModel
+from ..models.pretrained import weights_spec
 from ..models.reduction import BASELINE_METHODS, build_reduced
 from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
 from ..models.segformer import PRESET_ALIASES, Segformer, segformerpp_preset
@@ -205,9 +206,11 @@ def build_segmenter(cfg: DictConfig, schedule: MergeSchedule, active: bool, size
     """Return the Segmenter of the config (a ReducedSegmenter for an active baseline)."""
     m = cfg.merge
     options = dict(decoder=cfg.model.decoder, img_size=size,
-                   drop_path=float(cfg.model.drop_path), pretrained=bool(cfg.model.pretrained),
+                   drop_path=float(cfg.model.drop_path),
+                   pretrained=weights_spec(cfg.model.pretrained),
                    decoder_dropout=float(cfg.model.decoder_dropout),
-                   decoder_layers=int(cfg.model.decoder_layers))
+                   decoder_layers=int(cfg.model.decoder_layers),
+                   decoder_norm_eps=float(cfg.model.get("decoder_norm_eps", 1e-5)))
     if m.method in BASELINE_METHODS and active:
         merge = OmegaConf.to_container(m, resolve=True)
         return build_reduced(merge, cfg.backbone.name, classes, **options)

@@ -28,6 +28,8 @@ class Segmenter(SegmentationModel):
     decoder_layers: blocks of the mask transformer (Segmenter's default 2). The paper's Seg-L
     Cityscapes baseline (1005 GFLOPs at 768 x 768) matches a 1-block mask transformer (1004.9);
     with 2 blocks it is 1045.2. Every other baseline GFLOPs figure matches 2 blocks.
+    decoder_norm_eps: LayerNorm eps of the mask-transformer blocks (1e-5 = official Segmenter;
+    1e-6 = timm's default, the old behaviour). pretrained: False, True or a timm-format file.
     """
 
     def __init__(
@@ -38,10 +40,11 @@ class Segmenter(SegmentationModel):
         img_size: int = 512,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         decoder_dropout: float = 0.1,
         decoder_layers: int = 2,
         batching: str = "min",
+        decoder_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -55,7 +58,8 @@ class Segmenter(SegmentationModel):
         self.schedule = schedule
         if decoder == "mask":
             self.decoder = DECODERS[decoder](
-                self.encoder.dim, num_classes, depth=decoder_layers, dropout=decoder_dropout
+                self.encoder.dim, num_classes, depth=decoder_layers, dropout=decoder_dropout,
+                norm_eps=decoder_norm_eps,
             )
         else:
             self.decoder = DECODERS[decoder](self.encoder.dim, num_classes)

@@ -31,9 +31,9 @@ non-square 480 x 496 input (30 x 31 patches) gives 334.0, which suggests (withou
 paper's PC figure was counted on inputs that were not 480 x 480 squares. DToP reports 315 for the
 same model. The gap is documented in the tests rather than hidden.
 
-Deviations: the class token takes part in attention (the released backbone drops it after adding
-the position embeddings, `with_cls_token=False`; about +0.1% FLOPs), position embeddings are
-resized bilinearly (released: bicubic).
+As released (`with_cls_token=False`, `interpolate_mode="bicubic"`), the class token is dropped
+right after the position embeddings are added and position embeddings are resized bicubically;
+class_token=True with pos_resize="bilinear" is this project's earlier behaviour (+0.1% FLOPs).
 
 Training loss (`training_loss`, the released `ATMLoss`): a set-prediction loss on every level's
 class and mask logits. Query k stands for class k, so the matching is fixed, not Hungarian (the
@@ -57,7 +57,8 @@ from torch import Tensor, nn
 from .base import MergeStats, SegmentationModel
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH
-from .setr import layer_outputs, pad_to_patch, plain_vit_encoder, resize_crop
+from .pretrained import weights_spec
+from .setr import class_token_option, layer_outputs, pad_to_patch, plain_vit_encoder, resize_crop
 
 # encoder depth -> 1-based layers the ATM decoder reads (shallow to deep)
 ATM_LAYERS: dict[int, tuple[int, ...]] = {12: (6, 8, 12), 24: (8, 16, 24)}
@@ -207,13 +208,16 @@ class SegViT(SegmentationModel):
         img_size: int = 640,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         decoder_layers: int = 3,
         decoder_dropout: float = 0.1,
+        class_token: bool = False,
+        pos_resize: str = "bicubic",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained)
+        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained, class_token,
+                                         pos_resize)
         depth, dim = self.encoder.depth, self.encoder.dim
         if depth not in ATM_LAYERS:
             raise ValueError(f"SegViT needs a 12- or 24-layer ViT; {backbone} has {depth}")
@@ -270,7 +274,9 @@ def build_segvit(
         img_size=int(img_size),
         schedule=schedule,
         drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
+        pretrained=weights_spec(cfg_model.get("pretrained", False)),
         decoder_layers=int(cfg_model.get("decoder_layers", 3)),
         decoder_dropout=float(cfg_model.get("decoder_dropout", 0.1)),
+        class_token=bool(class_token_option(cfg_model.get("class_token", False))),
+        pos_resize=str(cfg_model.get("pos_resize", "bicubic")),
     )

@@ -30,9 +30,11 @@ GFLOPs (fvcore, ADE20K 512 x 512, 150 classes, auxiliary heads not run):
 Only the naive decoder reproduces the paper (within 0.5%); the paper's SETR-L mIoU (48.1) is also
 the released SETR-Naive's (48.06), so `naive` is the configured default.
 
-Deviations from the released code: the class token takes part in attention for every decoder
-(the released MLA backbone drops it after adding position embeddings; about +0.1% FLOPs), and
-position embeddings are resized with the encoder's bilinear rule.
+Class token (`class_token`): the released naive and PUP backbones keep it in attention, the
+released MLA backbone drops it right after adding the position embeddings; class_token=None
+("released" in the config) does the same per decoder, True / False force it (True for MLA was
+this project's earlier behaviour, about +0.1% FLOPs). Position embeddings are resized with the
+encoder's bilinear rule.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
 from .schedule import NO_MERGE, MergeSchedule
+from .pretrained import weights_spec
 from .vit import PATCH, EncoderOutput, ViTEncoder
 
 LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
@@ -71,10 +74,11 @@ UP_HEADS: dict[str, tuple[tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...
 
 
 def plain_vit_encoder(
-    backbone: str, img_size: int, drop_path: float, pretrained: bool
+    backbone: str, img_size: int, drop_path: float, pretrained: bool | str,
+    class_token: bool = True, pos_resize: str = "bilinear",
 ) -> ViTEncoder:
     """Return a ViTEncoder set up like mmseg's plain ViT: LayerNorm eps 1e-6, no final norm."""
-    encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
+    encoder = ViTEncoder(backbone, img_size, drop_path, pretrained, class_token, pos_resize)
     for module in encoder.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = LN_EPS
@@ -218,15 +222,17 @@ class SETR(SegmentationModel):
         img_size: int = 512,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         aux: bool = True,
+        class_token: bool | None = None,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown SETR decoder {decoder!r}; expected one of {list(DECODERS)}")
         self.num_classes = num_classes
         self.decoder_name = decoder
-        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained)
+        keep = decoder != "mla" if class_token is None else bool(class_token)
+        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained, keep)
         depth, dim = self.encoder.depth, self.encoder.dim
         if depth not in MLA_LAYERS:
             raise ValueError(f"SETR needs a 12- or 24-layer ViT; {backbone} has {depth}")
@@ -314,6 +320,16 @@ def build_setr(
         img_size=int(img_size),
         schedule=schedule,
         drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
+        pretrained=weights_spec(cfg_model.get("pretrained", False)),
         aux=bool(cfg_model.get("aux", True)),
+        class_token=class_token_option(cfg_model.get("class_token", "released")),
     )
+
+
+def class_token_option(value) -> bool | None:
+    """Return `model.class_token` as None (released), True (keep) or False (drop)."""
+    if value is None or str(value).lower() == "released":
+        return None
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(f"model.class_token={value!r}: expected released, true or false")

@@ -13,13 +13,13 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..merge import MergeState
 from .base import MergeStats
+from .pretrained import create_timm
 from .schedule import NO_MERGE, MergeSchedule, apply_step
 
 # backbone name -> (timm model, embed dim, depth, heads); patch 16 everywhere
@@ -33,11 +33,13 @@ PATCH = 16
 PRETRAINED_SIZE = 384
 
 
-def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) -> Tensor:
-    """Return (1, prefix + gh*gw, C) position embeddings bilinearly resized to `grid`.
+def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1,
+                     mode: str = "bilinear") -> Tensor:
+    """Return (1, prefix + gh*gw, C) position embeddings resized to `grid`.
 
     Segmenter's rule: the class-token embedding is kept, the patch embeddings are treated as a
-    square image and resized bilinearly (align_corners=False).
+    square image and resized bilinearly (align_corners=False); mode="bicubic" is mmseg's rule as
+    the released SegViT config sets it.
     """
     cls_pos, patch_pos = pos_embed[:, :prefix], pos_embed[:, prefix:]
     n, c = int(patch_pos.shape[1]), int(patch_pos.shape[2])
@@ -47,7 +49,7 @@ def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) 
     if (side, side) == (int(grid[0]), int(grid[1])):
         return pos_embed
     img = patch_pos.reshape(1, side, side, c).permute(0, 3, 1, 2)
-    img = F.interpolate(img, size=grid, mode="bilinear", align_corners=False)
+    img = F.interpolate(img, size=tuple(int(g) for g in grid), mode=mode, align_corners=False)
     return torch.cat([cls_pos, img.permute(0, 2, 3, 1).reshape(1, -1, c)], dim=1)
 
 
@@ -113,6 +115,12 @@ def padded_block(block_fn, blk: nn.Module, x: Tensor, bias: Tensor | None, bucke
 class ViTEncoder(nn.Module):
     """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks.
 
+    pretrained: False, True (timm's AugReg weights via the Hugging Face cache) or a path to a
+    timm-format state dict (models/pretrained.py). class_token=False drops the class token right
+    after the position embeddings are added (mmseg's `with_cls_token=False`, the released
+    SETR-MLA and SegViT); merges then split the tokens without one. pos_resize: the position
+    embeddings' interpolation, "bilinear" (Segmenter) or "bicubic" (mmseg / SegViT).
+
     bucket: 0 (default) runs every block at its exact token count; n > 0 pads the tokens of the
     blocks after a merge to a multiple of n (masked keys), so that a compiled `block_fn`
     (`compile_blocks`) sees a handful of shapes. Results equal the unpadded ones.
@@ -123,16 +131,21 @@ class ViTEncoder(nn.Module):
         backbone: str = "vit_s",
         img_size: int = 512,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
+        class_token: bool = True,
+        pos_resize: str = "bilinear",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
+        if pos_resize not in ("bilinear", "bicubic"):
+            raise ValueError(f"pos_resize must be bilinear or bicubic; got {pos_resize!r}")
         timm_name, self.dim, self.depth, self.heads = BACKBONES[backbone]
-        vit = timm.create_model(
-            timm_name,
-            pretrained=pretrained,
-            img_size=PRETRAINED_SIZE if pretrained else img_size,
+        self.pos_resize = pos_resize
+        self.prefix = 1 if class_token else 0  # tokens kept before the patches in the blocks
+        vit = create_timm(
+            timm_name, pretrained, PRETRAINED_SIZE, img_size,
+            resize=partial(resize_pos_embed, mode=pos_resize),
             num_classes=0,
             drop_path_rate=drop_path,
             norm_layer=partial(nn.LayerNorm, eps=1e-5),  # Segmenter's eps (timm's ViT: 1e-6)
@@ -140,7 +153,7 @@ class ViTEncoder(nn.Module):
         self.patch_embed, self.blocks, self.norm = vit.patch_embed, vit.blocks, vit.norm
         self.cls_token = vit.cls_token
         grid = (img_size // PATCH, img_size // PATCH)
-        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid))
+        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid, mode=pos_resize))
         self.bucket = 0
         self.block_fn = full_block
 
@@ -167,7 +180,9 @@ class ViTEncoder(nn.Module):
         grid = (int(x.shape[2]), int(x.shape[3]))
         x = x.flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        x = x + resize_pos_embed(self.pos_embed, grid)
+        x = x + resize_pos_embed(self.pos_embed, grid, mode=self.pos_resize)
+        p = self.prefix
+        x = x[:, 1 - p :]  # class_token=False: dropped after the position embeddings
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
         captured: dict[int, Tensor] = {}
@@ -177,15 +192,15 @@ class ViTEncoder(nn.Module):
             bias = None
             merged = state.num_tokens < state.num_original
             if schedule.proportional_attention and merged:
-                sizes = torch.cat([state.sizes.new_ones(B, 1), state.sizes], dim=1)
-                bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, 1 + N')
+                sizes = torch.cat([state.sizes.new_ones(B, p), state.sizes], dim=1)
+                bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, p + N')
             if spec is None and layer not in capture:  # a plain block: no merge, nothing kept
                 x = padded_block(self.block_fn, blk, x, bias, self.bucket if merged else 0)
             else:
                 out, qkv = attention(blk.attn, blk.norm1(x), bias)
                 x = x + blk.drop_path1(blk.ls1(out))
                 if layer in capture:
-                    captured[layer] = x[:, 1:]
+                    captured[layer] = x[:, p:]
                 if spec is not None and schedule.placement == "between":
                     x, state = self._merge(spec, schedule, x, state, grid, qkv)
                     stats[spec.label] = state.num_tokens / state.num_original
@@ -194,18 +209,18 @@ class ViTEncoder(nn.Module):
                     x, state = self._merge(spec, schedule, x, state, grid, None)
                     stats[spec.label] = state.num_tokens / state.num_original
             if layer in outputs:
-                layers[layer] = state.unmerge(x[:, 1:])
+                layers[layer] = state.unmerge(x[:, p:])
         x = self.norm(x)
-        return EncoderOutput(x[:, 1:], x[:, :1], state, grid, stats, captured, layers)
+        return EncoderOutput(x[:, p:], x[:, :p], state, grid, stats, captured, layers)
 
-    @staticmethod
-    def _merge(spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
-        """Merge the patch tokens of x (B, 1 + N, C); the class token stays first and unmerged."""
-        cls, patches = x[:, :1], x[:, 1:]
+    def _merge(self, spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
+        """Merge the patch tokens of x (B, p + N, C); a class token stays first and unmerged."""
+        p = self.prefix
+        cls, patches = x[:, :p], x[:, p:]
         metric = None
         if schedule.metric != "tokens":
             q, k, v = qkv
             chosen = {"queries": q, "keys": k, "values": v}[schedule.metric]
-            metric = chosen.mean(dim=1)[:, 1:]  # (B, N, d): averaged over heads, class dropped
-        patches, state = apply_step(spec, schedule, patches, state, grid, metric)
+            metric = chosen.mean(dim=1)[:, p:]  # (B, N, d): averaged over heads, class dropped
+        patches, state = apply_step(spec, schedule, patches, state, grid, metric, class_token=p == 1)
         return torch.cat([cls, patches], dim=1), state
