@@ -16,7 +16,7 @@ def model_gflops(cfg: DictConfig) -> float:
     model = build_model(cfg, schedule)
     size = crop_size(cfg)
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(int(cfg.seed)))
-    return count_gflops(model, image)
+    return count_gflops(model, image, bool(cfg.get("flops", {}).get("count_merge_ops", False)))
 
 
 @hydra.main(config_path="pkg://algm_cli.conf", config_name="flops", version_base="1.3")

@@ -29,10 +29,11 @@ from . import store
 from .calibrate import calibrate
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
-from .flops import count_gflops
+from .flops import gflops_split
+from .protocol import check_calibration_base, check_protocol, eval_windows, protocol_columns
 from .setup import (
     ALGM_METHODS, BASELINE_METHODS, SCHEDULE_METHODS, Batches, ConfigError, build_model,
-    build_schedule, check_model_merge, check_thresholds, crop_size, eval_stride,
+    build_schedule, check_model_merge, check_thresholds, crop_size,
     needs_calibration, pick_device, reduction_active, report_error, run_key, thresholds,
     train_key, train_settings,
 )
@@ -97,10 +98,10 @@ def eval_limits(cfg: DictConfig) -> dict:
     """Return the image counts and timing settings, shrunk when smoke=true."""
     e = cfg.eval
     limits = {
-        "images": e.images, "throughput_images": int(e.throughput_images),
+        "images": e.images, "throughput_images": e.throughput_images,
         "throughput_batch": int(e.throughput_batch), "warmup": int(e.warmup),
-        "flops_images": e.flops_images, "calibration_images": int(e.calibration_images),
-    }
+        "flops_images": e.flops_images, "calibration_images": e.calibration_images,
+    }  # None: every image of the split
     if cfg.smoke:
         limits.update(images=2, throughput_images=2, throughput_batch=2, warmup=1,
                       flops_images=1, calibration_images=2)
@@ -116,7 +117,8 @@ def base_weights(cfg: DictConfig, work: Path) -> tuple[str, Path | None]:
     path = work / "checkpoints" / f"{key}.pt"
     if path.is_file():
         return f"trained:{key}", path
-    return f"init:{cfg.model.name}:{cfg.backbone.name}:{cfg.model.pretrained}:{cfg.seed}", None
+    weights = protocol_columns(cfg, {})["weights"]
+    return f"init:{cfg.model.name}:{cfg.backbone.name}:{weights}:{cfg.seed}", None
 
 
 def run_calibration(cfg, work, device, limits, allowed: bool) -> float | None:
@@ -124,6 +126,7 @@ def run_calibration(cfg, work, device, limits, allowed: bool) -> float | None:
     if not needs_calibration(cfg):
         return None
     identity, weights = base_weights(cfg, work)
+    check_calibration_base(cfg, identity, weights)
     key = store.config_key({"weights": identity, "dataset": cfg.dataset.name,
                             "crop": crop_size(cfg), "images": limits["calibration_images"]})
     cache = work / "calibration" / f"{key}.json"
@@ -137,7 +140,8 @@ def run_calibration(cfg, work, device, limits, allowed: bool) -> float | None:
         load_checkpoint(model, weights)
     model.to(device)
     train_set = open_dataset(cfg, "train")
-    images = square_images(train_set, limits["calibration_images"], crop_size(cfg))
+    images = square_images(train_set, limits["calibration_images"] or len(train_set),
+                           crop_size(cfg))
     batches = [torch.stack(images[i : i + 4]).to(device) for i in range(0, len(images), 4)]
     result = calibrate(model.encoder, batches)
     payload = {**result.to_dict(), "weights": identity}
@@ -155,6 +159,7 @@ def run(cfg: DictConfig) -> dict | None:
         raise ConfigError(f"stages={stages}: unknown {unknown}; expected a subset of {list(STAGES)}")
     check_model_merge(cfg)
     check_thresholds(cfg)
+    check_protocol(cfg)
     run_id = run_key(cfg)
     results = Path(str(cfg.results_dir))
     if not cfg.force and (done := store.finished(results, run_id)) is not None:
@@ -167,11 +172,12 @@ def run(cfg: DictConfig) -> dict | None:
     work = Path(str(cfg.work_dir))
     limits = eval_limits(cfg)
     crop = crop_size(cfg)
-    row = {"run_id": run_id, **identity_columns(cfg), "stages": ";".join(stages)}
+    row = {"run_id": run_id, **identity_columns(cfg), **protocol_columns(cfg, limits),
+           "stages": ";".join(stages)}
     start = time.time()
 
     tau = run_calibration(cfg, work, device, limits, allowed="calibrate" in stages)
-    row["tau_calibrated"] = tau
+    row.update(tau_calibrated=tau, tau_weights=base_weights(cfg, work)[0] if tau is not None else None)
     train_schedule = build_schedule(cfg, "train", tau)
     eval_schedule = build_schedule(cfg, "eval", tau)
     model = build_model(cfg, train_schedule, "train")
@@ -210,12 +216,13 @@ def run(cfg: DictConfig) -> dict | None:
     if any(s in stages for s in ("eval", "throughput", "flops")):
         val_set = open_dataset(cfg, "val")
     if "eval" in stages:
+        _, stride, window_batch = eval_windows(cfg)
         with torch.inference_mode():
             metrics = evaluate(model, ((i.to(device), l) for i, l in
                                        eval_samples(cfg, val_set, limits["images"])),
-                               int(cfg.dataset.num_classes), 255, crop, eval_stride(cfg),
+                               int(cfg.dataset.num_classes), 255, crop, stride,
                                sliding=bool(cfg.eval.sliding),
-                               total=limits["images"] or len(val_set))
+                               total=limits["images"] or len(val_set), window_batch=window_batch)
         kept = metrics["kept"]
         row.update(miou=100 * metrics["miou"], kept=json.dumps(kept))
         if kept:
@@ -223,7 +230,7 @@ def run(cfg: DictConfig) -> dict | None:
             row["kept_clap"] = next((kept[k] for k in labels if k.endswith(":clap")), None)
             row["kept_final"] = kept[labels[-1]]
     if "throughput" in stages:
-        images = square_images(val_set, limits["throughput_images"], crop)
+        images = square_images(val_set, limits["throughput_images"] or len(val_set), crop)
         speed = measure_throughput(model, images, limits["throughput_batch"], limits["warmup"],
                                    str(cfg.eval.throughput_mode),
                                    rounds=int(cfg.eval.get("throughput_rounds", 1)))
@@ -232,7 +239,10 @@ def run(cfg: DictConfig) -> dict | None:
     if "flops" in stages:
         n = limits["flops_images"] or limits["images"] or len(val_set)
         images = square_images(val_set, n, crop)
-        row["gflops"] = sum(count_gflops(model, i[None].to(device)) for i in images) / len(images)
+        counts = [gflops_split(model, i[None].to(device)) for i in images]  # (fvcore, merge ops)
+        plain, extra = (sum(c[k] for c in counts) / len(counts) for k in (0, 1))
+        merge_ops = bool(cfg.get("flops", {}).get("count_merge_ops", False))
+        row.update(gflops=plain + extra if merge_ops else plain, gflops_merge_ops=extra)
     row.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", git_commit=git_commit(),
                timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - start, 1),

@@ -11,6 +11,7 @@ naming the weights and both ways to provide them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def create_timm(timm_name: str, pretrained, pretrained_size: int, img_size: int,
     """
     spec = weights_spec(pretrained)
     if spec is True:
+        timm_log = logging.getLogger("timm")
+        level = timm_log.level
+        timm_log.setLevel(logging.WARNING)  # keep a failure to one line (no "Loading ..." first)
         try:
             return timm.create_model(timm_name, pretrained=True, img_size=pretrained_size, **kwargs)
         except (OSError, RuntimeError, ValueError) as err:
@@ -133,6 +137,8 @@ def create_timm(timm_name: str, pretrained, pretrained_size: int, img_size: int,
             if "offline" not in str(err).lower() and "cache" not in str(err).lower():
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
             raise unavailable(timm_name, reason) from None
+        finally:
+            timm_log.setLevel(level)
     model = timm.create_model(timm_name, pretrained=False, img_size=img_size, **kwargs)
     if spec:
         grid = tuple(int(g) for g in model.patch_embed.grid_size)
