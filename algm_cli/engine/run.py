@@ -38,7 +38,7 @@ from .setup import (
     train_key, train_settings,
 )
 from .throughput import measure_throughput
-from .train import save_atomic, train
+from .train import recipe_options, save_atomic, train
 
 STAGES = ("calibrate", "train", "eval", "throughput", "flops")
 
@@ -198,7 +198,8 @@ def run(cfg: DictConfig) -> dict | None:
                          weight_decay=settings["weight_decay"], poly_power=settings["poly_power"],
                          min_lr=settings["min_lr"], amp=settings["amp"],
                          checkpoint_every=int(cfg.train.checkpoint_every),
-                         optimizer=settings["optimizer"], device=device)
+                         optimizer=settings["optimizer"], device=device,
+                         **recipe_options(settings))
             row.update(train_iterations=info["iterations"], final_loss=info["final_loss"])
         elif ckpt.is_file():
             load_checkpoint(model, ckpt)

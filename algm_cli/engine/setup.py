@@ -23,6 +23,7 @@ from ..models.segmenter import Segmenter
 from ..models.segvit import build_segvit
 from ..models.setr import build_setr
 from .store import config_key as config_hash
+from .train import recipe_options
 
 
 MODELS = ("segmenter", "setr", "segvit", "segformer")
@@ -237,6 +238,7 @@ def train_settings(cfg: DictConfig) -> dict:
         "min_lr": float(t.min_lr),
         "amp": bool(t.amp),
     }
+    settings.update(recipe_options(t))
     if cfg.smoke:
         settings["iterations"] = min(settings["iterations"], 3)
         settings["batch_size"] = min(settings["batch_size"], 2)

@@ -24,6 +24,40 @@ def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: fl
     return (base_lr - min_lr) * (1 - iteration / total) ** power + min_lr
 
 
+def warmup_factor(iteration: int, warmup: int, ratio: float) -> float:
+    """Return mmcv's linear warm-up factor: from `ratio` at 0 to 1 at `warmup` iterations."""
+    if iteration >= warmup:
+        return 1.0
+    return 1.0 - (1.0 - iteration / warmup) * (1.0 - ratio)
+
+
+# extra recipe keys of `train:` (the released SETR / SegViT / Segformer recipes) and defaults
+RECIPE_DEFAULTS = {"head_lr_mult": 1.0, "warmup_iters": 0, "warmup_ratio": 1e-6,
+                   "grad_clip": None, "norm_decay": True}
+
+
+def recipe_options(train_cfg) -> dict:
+    """Return the extra recipe settings of a `train:` config, defaults filled in."""
+    out = {}
+    for key, default in RECIPE_DEFAULTS.items():
+        value = train_cfg.get(key, default)
+        out[key] = value if value is None else type(default if default is not None else 0.0)(value)
+    return out
+
+
+def param_groups(model: nn.Module, head_lr_mult: float, norm_decay: bool) -> list[dict]:
+    """Return optimizer groups: encoder vs head (every parameter outside `encoder.`), with or
+    without weight decay for norm parameters (mmseg's custom_keys 'head' lr_mult, 'norm'
+    decay_mult 0: names containing 'norm'); each group carries its `lr_mult`."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        mult = 1.0 if name.startswith("encoder.") else head_lr_mult
+        decay = norm_decay or "norm" not in name
+        groups.setdefault((mult, decay), []).append(param)
+    return [{"params": params, "lr_mult": mult, **({} if decay else {"weight_decay": 0.0})}
+            for (mult, decay), params in groups.items()]
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     """torch.save to a temporary file, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,16 +102,24 @@ def train(
     amp: bool = False,
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
+    head_lr_mult: float = 1.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 1e-6,
+    grad_clip: float | None = None,
+    norm_decay: bool = True,
 ) -> dict:
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
+    LR per iteration: poly decay times the linear warm-up factor, times each group's lr_mult
+    (head_lr_mult for parameters outside the encoder); grad_clip: max gradient norm.
     A checkpoint holds {"model", "optimizer", "iteration"}; a finished one (iteration ==
     iterations) is loaded and training is skipped.
     """
     rank, world = distributed()
     model.to(device)
-    optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    groups = param_groups(model, head_lr_mult, norm_decay)
+    optimizer = make_optimizer(optimizer, groups, lr, momentum, weight_decay)
     start = 0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -91,14 +133,18 @@ def train(
     progress = tqdm(total=iterations, initial=start, desc="train", disable=rank != 0, leave=False)
     stream = batches(start)
     for it in range(start, iterations):
+        base = poly_lr(lr, it, iterations, poly_power, min_lr)
+        base *= warmup_factor(it, warmup_iters, warmup_ratio) if warmup_iters else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = poly_lr(lr, it, iterations, poly_power, min_lr)
+            group["lr"] = base * group.get("lr_mult", 1.0)
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             loss = net(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         loss_value = loss.item()
         progress.update(1)
