@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -100,37 +99,13 @@ def convert_official_state_dict(state: dict, model: Segmenter) -> dict:
     return out
 
 
-def load_checkpoint(model: Segmenter, path: str | Path) -> None:
-    """Load a checkpoint (this project's or an official Segmenter one) into `model`.
+def load_checkpoint(model, path: str | Path) -> str:
+    """Load a checkpoint of any supported format into `model`; return the detected format.
 
-    Raises ValueError naming the file and the missing / unexpected / mis-shaped keys when the
-    checkpoint does not fit the model (e.g. another backbone or class count).
+    This project's, official Segmenter / released ALGM, Segformer (NVlabs mmseg or Hugging Face)
+    checkpoints: see `models/convert.py`. Raises ValueError naming the file and the missing /
+    unexpected / mis-shaped keys when the checkpoint does not fit the model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"checkpoint {path} is not a readable torch file: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(raw).__name__}, expected a state dict")
-    state = convert_official_state_dict(raw, model)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append("shape mismatches " + "; ".join(shapes[:3]))
-        raise ValueError(f"checkpoint {path} does not fit the model: " + ", ".join(parts))
-    model.load_state_dict(state)
+    from .convert import load_any_checkpoint
+
+    return load_any_checkpoint(model, path)
