@@ -11,9 +11,13 @@ Formats (detected from the key names):
 - `segformer_hf`: Hugging Face transformers `SegformerForSemanticSegmentation` state dicts:
   `segformer.encoder.*` (separate query / key / value; key and value are stacked into our `kv`)
   and `decode_head.linear_c.{i}`, `linear_fuse`, `batch_norm`, `classifier`.
+- `setr_mmseg`: fudan-zvg/SETR naive / PUP checkpoints: `backbone.{patch_embed,cls_token,
+  pos_embed,blocks}` (timm names) and `decode_head` / `auxiliary_head.{j}` with `norm`,
+  `conv_{k}` (the last one the classifier) and `syncbn_fc_{k}`; position embeddings resized.
 LayerNorm eps of the MiT encoder (1e-6 in blocks and stage norms, 1e-5 in patch embeddings and
-the spatial reduction) equals both released models'. mmseg SETR / SegViT checkpoints
-(`backbone.*` plain ViT) are detected but not converted yet: they get a clear error.
+the spatial reduction) equals both released models'; SETR's (1e-6) is `models/setr.py`'s.
+SETR-MLA (its neck inside the backbone) and SegViT checkpoints (`backbone.*` plain ViT, format
+`mmseg_vit`) are detected but not converted yet: they get a clear error.
 A checkpoint that does not fit gets one line listing its unmatched keys.
 """
 
@@ -28,7 +32,7 @@ from torch import Tensor, nn
 
 from .pretrained import mismatch
 
-FORMATS = ("project", "segmenter", "segformer_mmseg", "segformer_hf", "mmseg_vit")
+FORMATS = ("project", "segmenter", "segformer_mmseg", "segformer_hf", "setr_mmseg", "mmseg_vit")
 IGNORED = ("decode_head.conv_seg.",)  # mmseg's unused default classifier
 
 
@@ -39,6 +43,9 @@ def detect_format(state: dict) -> str:
         return "segformer_hf"
     if any(k.startswith(("backbone.patch_embed1.", "backbone.block1.")) for k in keys):
         return "segformer_mmseg"
+    if any(k.startswith("backbone.blocks.") for k in keys) and any(
+            k.startswith(("decode_head.conv_0.", "decode_head.norm.")) for k in keys):
+        return "setr_mmseg"
     if any(k.startswith("backbone.") for k in keys):
         return "mmseg_vit"
     if any(k.startswith("encoder.") for k in keys) and any(
@@ -109,6 +116,42 @@ def stack_key_value(state: dict) -> dict:
     return out
 
 
+def _stage_count(own: dict, prefix: str) -> int:
+    """Return how many conv stages the head under `prefix` has in the model's state dict."""
+    return len({k.split(".")[len(prefix.split("."))] for k in own
+                if k.startswith(prefix + "stages.")})
+
+
+def convert_setr(state: dict, model: nn.Module) -> dict:
+    """Return a fudan-zvg/SETR naive / PUP state dict under this project's SETR names."""
+    from .vit import resize_pos_embed
+
+    own = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key.startswith(IGNORED) or key.startswith(("backbone.norm.", "backbone.head.")):
+            continue
+        m = re.match(r"^(decode_head|auxiliary_head\.(\d+))\.(norm|conv_(\d+)|syncbn_fc_(\d+))\.(.*)$",
+                     key)
+        if key.startswith("backbone."):
+            key = "encoder." + key[len("backbone."):]
+        elif m:
+            head = "head." if m[1] == "decode_head" else f"aux_heads.{m[2]}."
+            if m[3] == "norm":
+                key = f"{head}norm.{m[6]}"
+            elif m[4] is not None:
+                k = int(m[4])
+                last = k == _stage_count(own, head)
+                key = f"{head}classifier.{m[6]}" if last else f"{head}stages.{k}.0.{m[6]}"
+            else:
+                key = f"{head}stages.{m[5]}.1.{m[6]}"
+        out[key] = value
+    if "encoder.pos_embed" in out and "encoder.pos_embed" in own:
+        side = int(round((own["encoder.pos_embed"].shape[1] - 1) ** 0.5))
+        out["encoder.pos_embed"] = resize_pos_embed(out["encoder.pos_embed"], (side, side))
+    return out
+
+
 def convert_state_dict(raw: dict, model: nn.Module) -> tuple[dict, str]:
     """Return (the checkpoint in `model`'s key format, the detected format)."""
     state = raw
@@ -120,9 +163,12 @@ def convert_state_dict(raw: dict, model: nn.Module) -> tuple[dict, str]:
         return rename(state, MMSEG_SEGFORMER), fmt
     if fmt == "segformer_hf":
         return stack_key_value(rename(state, HF_SEGFORMER)), fmt
+    if fmt == "setr_mmseg":
+        return convert_setr(state, model), fmt
     if fmt == "mmseg_vit":
-        raise ValueError("mmseg SETR / SegViT checkpoints (backbone.* plain ViT) are recognised "
-                         "but not converted yet; convert them to this project's key names")
+        raise ValueError("mmseg SETR-MLA / SegViT checkpoints (backbone.* plain ViT) are "
+                         "recognised but not converted yet; convert them to this project's key "
+                         "names")
     if fmt == "segmenter":
         from .segmenter import convert_official_state_dict
 

@@ -106,3 +106,47 @@ def test_unmatched_keys_are_one_line_and_formats_are_detected(tmp_path):
     assert "decode_head.classifier.weight" in message and "decode_head.extra.weight" in message
     assert detect_format({"backbone.layers.0.ln1.weight": 0}) == "mmseg_vit"
     assert detect_format({"encoder.cls_token": 0, "decoder.cls_emb": 0}) == "segmenter"
+
+
+def setr_released_names(state: dict, stages: int, aux_stages: int) -> dict:
+    """Return our SETR (naive / PUP) state dict under fudan-zvg/SETR's mmseg names."""
+    out = {"decode_head.conv_seg.weight": torch.zeros(3, 256, 1, 1)}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "encoder":
+            out["backbone." + ".".join(parts[1:])] = value
+            continue
+        head, rest = ("decode_head", parts[1:]) if parts[0] == "head" else \
+            (f"auxiliary_head.{parts[1]}", parts[2:])
+        count = stages if parts[0] == "head" else aux_stages
+        if rest[0] == "norm":
+            new = f"{head}.norm.{rest[1]}"
+        elif rest[0] == "classifier":
+            new = f"{head}.conv_{count}.{rest[1]}"
+        elif rest[2] == "0":
+            new = f"{head}.conv_{rest[1]}.{rest[3]}"
+        else:
+            new = f"{head}.syncbn_fc_{rest[1]}.{rest[3]}"
+        out[new] = value
+    return {"meta": {}, "state_dict": out}
+
+
+@pytest.mark.parametrize("decoder, stages, aux_stages", [("naive", 1, 1), ("pup", 4, 1)])
+def test_released_setr_checkpoints_convert_to_equal_logits(tmp_path, decoder, stages, aux_stages):
+    from algm_cli.models.setr import SETR
+
+    torch.manual_seed(0)
+    source = SETR("vit_t", 3, decoder, 64).eval()
+    with torch.no_grad():
+        for name, buf in source.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    target = SETR("vit_t", 3, decoder, 64)
+    path = tmp_path / "setr.pth"
+    torch.save(setr_released_names(source.state_dict(), stages, aux_stages), path)
+    assert load_checkpoint(target, path) == "setr_mmseg"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(x), source(x), atol=0, rtol=0)
+        for a, b in zip(target.forward_aux(x), source.forward_aux(x)):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
