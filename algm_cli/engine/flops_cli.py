@@ -7,26 +7,31 @@ import torch
 from omegaconf import DictConfig
 
 from .flops import count_gflops
-from .setup import ConfigError, report_error, build_model, build_schedule, crop_size
+from .setup import build_model, build_schedule
+from .spec import ConfigError, report_error, resolve_spec
 
 
-def model_gflops(cfg: DictConfig) -> float:
-    """Return the GFLOPs of one forward of the configured model on a seeded random image."""
-    schedule = build_schedule(cfg, "eval", None)
-    model = build_model(cfg, schedule)
-    size = crop_size(cfg)
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(int(cfg.seed)))
-    return count_gflops(model, image, bool(cfg.get("flops", {}).get("count_merge_ops", False)))
+def model_gflops(spec, count_merge_ops: bool = False) -> float:
+    """Return the GFLOPs of one forward of the configured model on a seeded random image.
+
+    count_merge_ops: also count the merge operations (`flops.count_merge_ops`, engine/flops.py).
+    """
+    spec = resolve_spec(spec)
+    model = build_model(spec, build_schedule(spec, "eval", None))
+    size = spec.dataset.crop
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(spec.seed))
+    return count_gflops(model, image, count_merge_ops)
 
 
 @hydra.main(config_path="pkg://algm_cli.conf", config_name="flops", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Print the model, input size and `GFLOPs: <value>`."""
     try:
-        value = model_gflops(cfg)
+        spec = resolve_spec(cfg)
+        value = model_gflops(spec, bool(cfg.get("flops", {}).get("count_merge_ops", False)))
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
-    size = crop_size(cfg)
+    size = spec.dataset.crop
     print(f"{cfg.model.name} {cfg.backbone.name} ({cfg.model.decoder} decoder), {cfg.dataset.name} "
           f"{size}x{size}, {cfg.dataset.num_classes} classes, merge={cfg.merge.method}")
     print(f"GFLOPs: {value:.2f}")

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..models.pretrained import describe, weights_spec
-from .setup import ConfigError, crop_size, eval_stride, train_settings
+from .spec import ConfigError, per_dataset, train_recipe
 
 PROTOCOLS = ("paper", "quick")
 WINDOW_RULES = ("script", "training")
@@ -46,7 +46,7 @@ def loop_stride(cfg: DictConfig) -> int:
     if cfg.dataset.name in override:
         return int(override[cfg.dataset.name])
     value = cfg.dataset.get("loop_eval_stride")
-    return int(value) if value is not None else eval_stride(cfg)
+    return int(value) if value is not None else per_dataset(cfg, 'eval_stride')
 
 
 def eval_windows(cfg: DictConfig) -> tuple[int, int, int]:
@@ -55,12 +55,12 @@ def eval_windows(cfg: DictConfig) -> tuple[int, int, int]:
     if rule == "training" and cfg.model.name == "segmenter":
         stride, batch = loop_stride(cfg), 1
     else:  # mmseg families evaluate in training with their test settings: the same windows
-        stride = eval_stride(cfg)
+        stride = per_dataset(cfg, 'eval_stride')
         paper = str(cfg.protocol) == "paper" and rule == "script"
         batch = int(cfg.model.get("eval_window_batch", 1)) if paper else 1
     if cfg.eval.get("window_batch") is not None:
         batch = int(cfg.eval.window_batch)
-    return crop_size(cfg), stride, batch
+    return per_dataset(cfg, 'crop_size'), stride, batch
 
 
 def protocol_columns(cfg: DictConfig, limits: dict) -> dict:
@@ -99,7 +99,7 @@ def check_calibration_base(cfg: DictConfig, identity: str, path: Path | None) ->
     if str(cfg.protocol) != "paper" or bool(cfg.get("calibrate", {}).get("allow_untrained")):
         return
     if identity.startswith("trained:") and path is not None:
-        done, total = checkpoint_progress(path), train_settings(cfg)["iterations"]
+        done, total = checkpoint_progress(path), train_recipe(cfg).iterations
         if done is not None and done < total:
             raise ConfigError(
                 f"calibration: the trained baseline {path} is at iteration {done} of {total} "
