@@ -283,12 +283,13 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     # a command without training / evaluation groups (analyze, flops) may still carry a model's
-    # partial `train:` overrides; the group counts only when it is complete
+    # partial `train:` overrides (recipes set iterations too); the group counts only when it is
+    # complete (checkpoint_every exists only in conf/train/)
     has = lambda key, probe: key in cfg and cfg[key] is not None and probe in cfg[key]  # noqa: E731
     return RunSpec(
         model=fam.name, model_options=frozen(cfg.model), family=fam, backbone=facts,
         dataset=dataset_spec(cfg), merge=merge,
-        train=train_recipe(cfg) if has("train", "iterations") else None,
+        train=train_recipe(cfg) if has("train", "checkpoint_every") else None,
         eval=eval_protocol(cfg) if has("eval", "images") else None,
         seed=int(cfg.get("seed", 0)), smoke=bool(cfg.get("smoke", False)),
         device=str(cfg.get("device", "auto")),
