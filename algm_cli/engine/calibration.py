@@ -56,7 +56,7 @@ def run_calibration(spec: RunSpec, work: Path, device, images: int, allowed: boo
         load_checkpoint(model, weights)
     model.to(device)
     train_set = open_dataset(spec.dataset, "train")
-    batch = square_images(train_set, images, spec.dataset.crop)
+    batch = square_images(train_set, images or len(train_set), spec.dataset.crop)  # None: all
     batches = [torch.stack(batch[i : i + 4]).to(device) for i in range(0, len(batch), 4)]
     result = calibrate(model.encoder, batches)
     payload = {**result.to_dict(), "weights": identity}

@@ -25,24 +25,35 @@ def sliding_window(
     num_classes: int,
     window: int,
     stride: int,
+    window_batch: int = 1,
 ) -> tuple[Tensor, list[dict]]:
-    """Return (logits (1, K, H, W) averaged over overlapping windows, stats of each window).
+    """Return (logits (1, K, H, W) averaged over overlapping windows, stats of each forward).
 
     image: (1, 3, H, W) normalised. Windows are `window` x `window` (smaller sides are not
     padded: the model pads to its patch size itself), placed every `stride` pixels plus one
-    window flush with the bottom/right edge (Segmenter's and mmseg's rule).
+    window flush with the bottom/right edge (Segmenter's and mmseg's rule), in raster order.
+    window_batch: windows of this image run together in batches of this size (the released
+    `segm.eval.miou --window-batch-size 4`), so ALGM's batch-minimum counts and the in-batch GBM
+    threshold span those windows; 1 runs them one at a time. All windows of one image share a
+    shape, so they stack.
     """
+    if int(window_batch) < 1:
+        raise ValueError(f"eval.window_batch must be >= 1; got {window_batch}")
     _, _, H, W = image.shape
     logits = image.new_zeros(1, num_classes, H, W)
     counts = image.new_zeros(1, 1, H, W)
+    places = [(y, x) for y in window_starts(H, window, stride)
+              for x in window_starts(W, window, stride)]
     stats = []
-    for y in window_starts(H, window, stride):
-        for x in window_starts(W, window, stride):
-            crop = image[..., y : y + window, x : x + window]
-            out, step_stats = forward(crop)
-            logits[..., y : y + crop.shape[2], x : x + crop.shape[3]] += out
-            counts[..., y : y + crop.shape[2], x : x + crop.shape[3]] += 1
-            stats.append(step_stats)
+    for i in range(0, len(places), int(window_batch)):
+        chunk = places[i : i + int(window_batch)]
+        crops = torch.cat([image[..., y : y + window, x : x + window] for y, x in chunk])
+        out, step_stats = forward(crops)  # (b, K, h, w)
+        h, w = crops.shape[-2:]
+        for k, (y, x) in enumerate(chunk):
+            logits[..., y : y + h, x : x + w] += out[k : k + 1]
+            counts[..., y : y + h, x : x + w] += 1
+        stats.append(step_stats)
     return logits / counts, stats
 
 
@@ -84,19 +95,21 @@ def evaluate(
     stride: int,
     sliding: bool = True,
     total: int | None = None,
+    window_batch: int = 1,
 ) -> dict:
     """Return {"miou", "iou", "kept"} of `model` over (image (1,3,h,w) normalised, label (H,W)).
 
     The image may be resized for evaluation; logits are resized back to the label's resolution
     (bilinear) before the argmax, so mIoU is measured at the original resolution. Each image is
-    its own batch, so merging is per image (adaptive).
+    its own batch; its sliding windows run `window_batch` at a time (merging adapts per batch).
     """
     model.eval()
     matrix = None
     all_stats: list[dict] = []
     for image, label in tqdm(samples, desc="eval", total=total, leave=False):
         if sliding:
-            logits, stats = sliding_window(model.forward_with_stats, image, num_classes, window, stride)
+            logits, stats = sliding_window(model.forward_with_stats, image, num_classes, window,
+                                           stride, window_batch)
         else:
             logits, step = model.forward_with_stats(image)
             stats = [step]

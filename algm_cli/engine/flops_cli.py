@@ -32,15 +32,18 @@ def released_for_auto(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def model_gflops(spec) -> float:
-    """Return the GFLOPs of one forward of the configured model on a seeded random image."""
+def model_gflops(spec, count_merge_ops: bool = False) -> float:
+    """Return the GFLOPs of one forward of the configured model on a seeded random image.
+
+    count_merge_ops: also count the merge operations (`flops.count_merge_ops`, engine/flops.py).
+    """
     if isinstance(spec, DictConfig):
         spec = released_for_auto(spec)
     spec = resolve_spec(spec)
     model = build_model(spec, build_schedule(spec, "eval", None))
     size = spec.dataset.crop
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(spec.seed))
-    return count_gflops(model, image)
+    return count_gflops(model, image, count_merge_ops)
 
 
 def mask2former_gflops(spec) -> tuple[dict[str, float], float]:
@@ -60,7 +63,7 @@ def main(cfg: DictConfig) -> None:
             parts, value = mask2former_gflops(spec)
             print("full count (GMACs): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
         else:
-            value = model_gflops(spec)
+            value = model_gflops(spec, bool(cfg.get("flops", {}).get("count_merge_ops", False)))
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
     size = spec.dataset.crop

@@ -24,10 +24,14 @@ THRESHOLD_COLUMNS = ("train_clap_threshold", "train_gbm_threshold", "clap_thresh
 CONFIG_DEFAULTS = {"setting": "training", "tuned": "false", "smoke": "false", "window": "2x2",
                    "placement": "between", "merge_value": "mean", "reduce": "true",
                    "metric": "tokens"}
+# how a row was measured (engine/protocol.py; older rows lack them)
+PROTOCOL_COLUMNS = ("protocol", "eval_windows", "eval_window", "eval_stride", "window_batch",
+                    "calibration_images", "flops_convention", "weights", "tau_weights",
+                    "gflops_merge_ops")
 OPTIONAL_COLUMNS = ("experiment", "device", "git_commit", "decoder", "crop_size", "seed",
                     "throughput_mode", "modules", "tau_calibrated", "task", "variant",
-                    *LAYER_COLUMNS,
-                    *THRESHOLD_COLUMNS, *METRIC_COLUMNS, *CONFIG_DEFAULTS)
+                    *LAYER_COLUMNS, *THRESHOLD_COLUMNS, *METRIC_COLUMNS, *CONFIG_DEFAULTS,
+                    *PROTOCOL_COLUMNS)
 
 
 def identity_columns(spec: RunSpec) -> dict:

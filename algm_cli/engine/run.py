@@ -26,11 +26,12 @@ from ..data import DatasetError
 from ..models.packed_attention import resolve as resolve_attention
 from ..models.segmenter import load_checkpoint
 from . import finetune, store
-from .calibration import run_calibration
+from .calibration import base_weights, run_calibration
 from .data import TrainTransform, eval_samples, open_dataset, square_images
 from .evaluate import evaluate
-from .flops import count_gflops
+from .flops import gflops_split
 from .preflight import preflight, record_data_identity
+from .protocol import check_calibration_base, check_protocol, eval_windows, protocol_columns
 from .rows import identity_columns
 from .setup import Batches, build_model, build_schedule, pick_device, train_key
 from .spec import ConfigError, RunSpec, report_error, resolve_spec
@@ -38,7 +39,7 @@ from .memory import TrainMeter
 from .pose import PoseBatches, evaluate_pose, open_pose_dataset
 from .tasks import task_name
 from .throughput import measure_throughput
-from .train import train
+from .train import recipe_options, train
 
 STAGES = ("calibrate", "train", "eval", "throughput", "flops")
 
@@ -68,19 +69,24 @@ def train_stage(spec: RunSpec, model, ckpt: Path, device) -> dict:
                      poly_power=recipe.poly_power, min_lr=recipe.min_lr, amp=recipe.amp,
                      checkpoint_every=recipe.checkpoint_every, optimizer=recipe.optimizer,
                      ignore_index=spec.dataset.ignore_index, device=device, meter=meter,
-                     warmup=recipe.warmup, layer_decay=recipe.layer_decay)
+                     **recipe_options(recipe.settings()))
     return {"train_iterations": info["iterations"], "final_loss": info["final_loss"],
             "train_batch": recipe.batch_size, **meter.result()}
 
 
-def eval_stage(spec: RunSpec, model, val_set, device) -> dict:
-    """Return mIoU and kept-token columns of `model` on the validation images."""
+def eval_stage(spec: RunSpec, model, val_set, device, windows: tuple[int, int, int]) -> dict:
+    """Return mIoU and kept-token columns of `model` on the validation images.
+
+    windows: (window, stride, window batch) of the protocol (engine/protocol.py).
+    """
     limit, d = spec.eval.images, spec.dataset
+    _, stride, window_batch = windows
     with torch.inference_mode():
         metrics = evaluate(model, ((i.to(device), l) for i, l in
                                    eval_samples(d, val_set, limit)),
-                           d.num_classes, d.ignore_index, d.crop, d.stride,
-                           sliding=spec.eval.sliding, total=limit or len(val_set))
+                           d.num_classes, d.ignore_index, d.crop, stride,
+                           sliding=spec.eval.sliding, total=limit or len(val_set),
+                           window_batch=window_batch)
     kept = metrics["kept"]
     row = {"miou": 100 * metrics["miou"], "kept": json.dumps(kept)}
     if kept:
@@ -99,6 +105,7 @@ def run(cfg) -> dict | None:
     checked = preflight(cfg, stages)  # config, folders and data, before any expensive stage
     record_data_identity(cfg, checked)  # the data fingerprints enter the training and run ids
     spec = resolve_spec(cfg)
+    check_protocol(cfg)
     run_id = spec.run_id
     results = Path(spec.results_dir)
     if not spec.force and (done := store.finished(results, run_id)) is not None:
@@ -111,13 +118,18 @@ def run(cfg) -> dict | None:
     device = pick_device(spec.device)
     work = Path(spec.work_dir)
     limits, crop = spec.eval, spec.dataset.crop
-    row = {"run_id": run_id, **identity_columns(spec), "stages": ";".join(stages),
+    row = {"run_id": run_id, **identity_columns(spec),
+           **protocol_columns(cfg, {"calibration_images": limits.calibration_images}),
+           "stages": ";".join(stages),
            **{f"data_{split}": fp for split, fp in checked.fingerprints.items()}}
     start = time.time()
 
+    if spec.merge.needs_calibration():
+        check_calibration_base(cfg, *base_weights(spec, work))
     tau = run_calibration(spec, work, device, limits.calibration_images,
                           allowed="calibrate" in stages)
-    row["tau_calibrated"] = tau
+    row.update(tau_calibrated=tau,
+               tau_weights=base_weights(spec, work)[0] if tau is not None else None)
     train_schedule = build_schedule(spec, "train", tau)
     eval_schedule = build_schedule(spec, "eval", tau)
     model = build_model(spec, train_schedule, "train")
@@ -153,9 +165,9 @@ def run(cfg) -> dict | None:
         row.update(evaluate_pose(model, val_set, device, limits.images))
         row["kept"] = json.dumps(row["kept"])
     elif "eval" in stages:
-        row.update(eval_stage(spec, model, val_set, device))
+        row.update(eval_stage(spec, model, val_set, device, eval_windows(cfg)))
     if "throughput" in stages:
-        images = square_images(val_set, limits.throughput_images, crop)
+        images = square_images(val_set, limits.throughput_images or len(val_set), crop)
         speed = measure_throughput(model, images, limits.throughput_batch, limits.warmup,
                                    limits.throughput_mode, rounds=limits.throughput_rounds)
         row.update(ims=speed["ims"], batch_ms=speed["batch_ms"], throughput_mode=speed["mode"],
@@ -166,7 +178,10 @@ def run(cfg) -> dict | None:
     if "flops" in stages:
         n = limits.flops_images or limits.images or len(val_set)
         images = square_images(val_set, n, crop)
-        row["gflops"] = sum(count_gflops(model, i[None].to(device)) for i in images) / len(images)
+        counts = [gflops_split(model, i[None].to(device)) for i in images]  # (fvcore, merge ops)
+        plain, extra = (sum(c[k] for c in counts) / len(counts) for k in (0, 1))
+        merge_ops = bool(cfg.get("flops", {}).get("count_merge_ops", False))
+        row.update(gflops=plain + extra if merge_ops else plain, gflops_merge_ops=extra)
     row.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else
                f"cpu x{torch.get_num_threads()}", git_commit=git_commit(),
                timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - start, 1),

@@ -21,6 +21,7 @@ from ..models.registry import BackboneFacts, Family, backbone as backbone_facts,
 from ..models.registry import SCHEDULE_METHODS, THRESHOLD_METHODS
 from .store import config_key
 from .tasks import check_task
+from .train import recipe_options
 
 # keys of the run config that do not change a run's result (left out of its identity)
 BOOKKEEPING_KEYS = ("force", "results_dir", "work_dir", "experiment", "runs", "runs_by_dataset")
@@ -105,7 +106,11 @@ class TrainRecipe:
     min_lr: float
     amp: bool
     checkpoint_every: int
-    warmup: int = 0  # linear warm-up iterations (EVA + Mask2Former: 500)
+    head_lr_mult: float = 1.0  # the released recipes' extras (engine/train.py RECIPE_DEFAULTS)
+    warmup_iters: int = 0  # linear warm-up (SegViT, Segformer 1500; EVA + Mask2Former 500)
+    warmup_ratio: float = 1e-6
+    grad_clip: float | None = None
+    norm_decay: bool = True
     layer_decay: float | None = None  # layer-wise LR decay (EVA + Mask2Former: 0.95)
     init_from: str | None = None  # fine-tuning: the trained checkpoint training starts from
 
@@ -113,10 +118,10 @@ class TrainRecipe:
         """Return the settings that identify a trained model (everything but checkpointing)."""
         out = {k: getattr(self, k) for k in ("optimizer", "iterations", "batch_size", "lr",
                                              "momentum", "weight_decay", "poly_power",
-                                             "min_lr", "amp")}
-        for key, default in (("warmup", 0), ("layer_decay", None)):  # only when set: old keys hold
-            if getattr(self, key) != default:
-                out[key] = getattr(self, key)
+                                             "min_lr", "amp", "head_lr_mult", "warmup_iters",
+                                             "warmup_ratio", "grad_clip", "norm_decay")}
+        if self.layer_decay is not None:
+            out["layer_decay"] = self.layer_decay
         if self.init_from is not None:  # the start model is part of the identity
             path = Path(self.init_from)
             out["init_from"] = f"{path.resolve()}:{path.stat().st_mtime if path.exists() else 0}"
@@ -128,11 +133,11 @@ class EvalProtocol:
     """Image counts and timing settings of evaluation, throughput, FLOPs and calibration."""
 
     images: int | None
-    throughput_images: int
+    throughput_images: int | None  # None: every image (protocol=paper)
     throughput_batch: int
     warmup: int
     flops_images: int | None
-    calibration_images: int
+    calibration_images: int | None
     sliding: bool
     throughput_mode: str
     throughput_rounds: int
@@ -258,8 +263,7 @@ def train_recipe(cfg: DictConfig) -> TrainRecipe:
         optimizer=str(t.get("optimizer", "sgd")), iterations=iterations, batch_size=batch_size,
         lr=float(pick("lr")), momentum=float(t.momentum), weight_decay=float(t.weight_decay),
         poly_power=float(t.poly_power), min_lr=float(t.min_lr), amp=bool(t.amp),
-        checkpoint_every=int(t.checkpoint_every), warmup=int(t.get("warmup", 0) or 0),
-        layer_decay=None if t.get("layer_decay") is None else float(t.layer_decay),
+        checkpoint_every=int(t.checkpoint_every), **recipe_options(t),
         init_from=None if t.get("init_from") is None else str(t.init_from),
     )
 
@@ -267,9 +271,10 @@ def train_recipe(cfg: DictConfig) -> TrainRecipe:
 def eval_protocol(cfg: DictConfig) -> EvalProtocol:
     """Return the evaluation protocol, shrunk when smoke=true."""
     e = cfg.eval
-    values = dict(images=e.images, throughput_images=int(e.throughput_images),
+    count = lambda v: None if v is None else int(v)  # noqa: E731 - None: every image
+    values = dict(images=e.images, throughput_images=count(e.throughput_images),
                   throughput_batch=int(e.throughput_batch), warmup=int(e.warmup),
-                  flops_images=e.flops_images, calibration_images=int(e.calibration_images))
+                  flops_images=e.flops_images, calibration_images=count(e.calibration_images))
     if cfg.get("smoke"):
         values.update(images=2, throughput_images=2, throughput_batch=2, warmup=1,
                       flops_images=1, calibration_images=2)
@@ -302,12 +307,13 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     # a command without training / evaluation groups (analyze, flops) may still carry a model's
-    # partial `train:` overrides; the group counts only when it is complete
+    # partial `train:` overrides (recipes set iterations too); the group counts only when it is
+    # complete (checkpoint_every exists only in conf/train/)
     has = lambda key, probe: key in cfg and cfg[key] is not None and probe in cfg[key]  # noqa: E731
     return RunSpec(
         model=fam.name, model_options=frozen(cfg.model), family=fam, backbone=facts,
         dataset=dataset_spec(cfg), merge=merge,
-        train=train_recipe(cfg) if has("train", "iterations") else None,
+        train=train_recipe(cfg) if has("train", "checkpoint_every") else None,
         eval=eval_protocol(cfg) if has("eval", "images") else None,
         seed=int(cfg.get("seed", 0)), smoke=bool(cfg.get("smoke", False)),
         device=str(cfg.get("device", "auto")),

@@ -32,6 +32,40 @@ def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: fl
     return (base_lr - min_lr) * (1 - iteration / total) ** power + min_lr
 
 
+def warmup_factor(iteration: int, warmup: int, ratio: float = 1e-6) -> float:
+    """Return mmcv's linear warm-up factor: from `ratio` at 0 to 1 at `warmup` iterations."""
+    if iteration >= warmup:
+        return 1.0
+    return 1.0 - (1.0 - iteration / warmup) * (1.0 - ratio)
+
+
+# extra recipe keys of `train:` (the released SETR / SegViT / Segformer recipes) and defaults
+RECIPE_DEFAULTS = {"head_lr_mult": 1.0, "warmup_iters": 0, "warmup_ratio": 1e-6,
+                   "grad_clip": None, "norm_decay": True, "layer_decay": None}
+
+
+def recipe_options(train_cfg) -> dict:
+    """Return the extra recipe settings of a `train:` config, defaults filled in."""
+    out = {}
+    for key, default in RECIPE_DEFAULTS.items():
+        value = train_cfg.get(key, default)
+        out[key] = value if value is None else type(default if default is not None else 0.0)(value)
+    return out
+
+
+def param_groups(model: nn.Module, head_lr_mult: float, norm_decay: bool) -> list[dict]:
+    """Return optimizer groups: encoder vs head (every parameter outside `encoder.`), with or
+    without weight decay for norm parameters (mmseg's custom_keys 'head' lr_mult, 'norm'
+    decay_mult 0: names containing 'norm'); each group carries its `lr_mult`."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        mult = 1.0 if name.startswith("encoder.") else head_lr_mult
+        decay = norm_decay or "norm" not in name
+        groups.setdefault((mult, decay), []).append(param)
+    return [{"params": params, "lr_mult": mult, **({} if decay else {"weight_decay": 0.0})}
+            for (mult, decay), params in groups.items()]
+
+
 def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
     """torch.save to a temporary file, then rename into place (the old file -> `previous`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,13 +74,6 @@ def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
     if keep_previous and path.is_file():
         os.replace(path, previous(path))
     os.replace(tmp, path)
-
-
-def warmup_factor(iteration: int, warmup: int, ratio: float = 1e-6) -> float:
-    """Return mmcv's linear warm-up factor: from `ratio` at iteration 0 to 1 at `warmup`."""
-    if iteration >= warmup:
-        return 1.0
-    return 1 - (1 - iteration / warmup) * (1 - ratio)
 
 
 def previous(path: Path) -> Path:
@@ -133,28 +160,33 @@ def train(
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),
     meter=None,
-    warmup: int = 0,
+    head_lr_mult: float = 1.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 1e-6,
+    grad_clip: float | None = None,
+    norm_decay: bool = True,
     layer_decay: float | None = None,
 ) -> dict:
     """Train `model` in place; return {"iterations", "final_loss"} and leave `checkpoint` written.
 
     batches(start) yields (images (B,3,S,S), labels (B,S,S)) from iteration `start` on.
-    A checkpoint holds {"model", "optimizer", "iteration", "rng"}; a finished one (iteration ==
-    iterations) is loaded and training is skipped. `meter` (engine.memory.TrainMeter) measures
-    training peak memory and images/s around each iteration. warmup: linear warm-up iterations
-    (ratio 1e-6, mmcv's rule) before the poly decay; layer_decay: layer-wise LR decay for models
-    with `param_groups(weight_decay, layer_decay)` (EVA + Mask2Former), each group's LR times its
-    `lr_scale`.
+    LR per iteration: poly decay times the linear warm-up factor, times each group's lr_mult
+    (head_lr_mult for parameters outside the encoder) and lr_scale (layer_decay: layer-wise LR
+    decay for models with `param_groups(weight_decay, layer_decay)`, EVA + Mask2Former);
+    grad_clip: max gradient norm. A checkpoint holds {"model", "optimizer", "iteration", "rng"};
+    a finished one (iteration == iterations) is loaded and training is skipped. `meter`
+    (engine.memory.TrainMeter) measures training peak memory and images/s per iteration.
     """
     rank, world = distributed()
     model.to(device)
-    params = model.parameters()
     if layer_decay is not None:
         if not hasattr(model, "param_groups"):
             raise ValueError("train.layer_decay needs a model with layer-wise parameter groups "
                              "(model=mask2former)")
-        params = model.param_groups(weight_decay, layer_decay)
-    optimizer = make_optimizer(optimizer, params, lr, momentum, weight_decay)
+        groups = model.param_groups(weight_decay, layer_decay)
+    else:
+        groups = param_groups(model, head_lr_mult, norm_decay)
+    optimizer = make_optimizer(optimizer, groups, lr, momentum, weight_decay)
     start = 0
     found = read_resume_state(checkpoint, device)
     if found is not None:
@@ -178,9 +210,10 @@ def train(
     progress = tqdm(total=iterations, initial=start, desc="train", disable=rank != 0, leave=False)
     stream = batches(start)
     for it in range(start, iterations):
+        base = poly_lr(lr, it, iterations, poly_power, min_lr)
+        base *= warmup_factor(it, warmup_iters, warmup_ratio) if warmup_iters else 1.0
         for group in optimizer.param_groups:
-            scheduled = poly_lr(lr, it, iterations, poly_power, min_lr) * warmup_factor(it, warmup)
-            group["lr"] = scheduled * group.get("lr_scale", 1.0)
+            group["lr"] = base * group.get("lr_mult", 1.0) * group.get("lr_scale", 1.0)
         images, labels = next(stream)
         images, labels = images.to(device), labels.to(device)
         measured = (meter.iteration(it - start, images.shape[0] * world, model, optimizer,
@@ -191,6 +224,8 @@ def train(
                 loss = net(images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
         loss_value = loss.item()
         progress.update(1)

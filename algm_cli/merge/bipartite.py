@@ -1,6 +1,11 @@
 """Bipartite matching merges: ALGM's GBM (threshold) and ToMe's bipartite soft matching (fixed r).
 
-The current tokens are split into A (even positions) and B (odd positions). Each A token keeps
+The current tokens are split alternately into A and B as official ToMe (facebookresearch/ToMe)
+and the released GBM (tue-mps/algm-segmenter) split the whole sequence: with the class token at
+position 0 of A. Called on the patch tokens with the class token set aside (as the encoders call
+them, `class_token=True`, the default), A = odd and B = even patch positions (0-based), so the
+result equals the official codes' on the same tokens. `class_token=False` is the split of a
+sequence without a class token (A = even positions; ToMe's class_token=False). Each A token keeps
 only its edge to its most similar B token (cosine similarity). GBM merges the A tokens whose edge
 exceeds a threshold; ToMe merges the r A tokens with the strongest edges. An A token is merged
 into its B partner; several A tokens may join the same B token.
@@ -24,10 +29,16 @@ from .state import MergeState, MergeStep, apply_assignment
 THRESHOLD_RULES = ("fixed", "released")
 
 
-def best_edges(metric: Tensor) -> tuple[Tensor, Tensor]:
+def split_starts(class_token: bool) -> tuple[int, int]:
+    """Return the first (A, B) positions of the alternating split of the patch tokens."""
+    return (1, 0) if class_token else (0, 1)
+
+
+def best_edges(metric: Tensor, class_token: bool = True) -> tuple[Tensor, Tensor]:
     """Return (scores, partner), each (B, N_A): every A token's best cosine similarity to B."""
     unit = F.normalize(metric.detach().float(), dim=-1)
-    a, b = unit[:, 0::2], unit[:, 1::2]
+    a0, b0 = split_starts(class_token)
+    a, b = unit[:, a0::2], unit[:, b0::2]
     if b.shape[1] == 0:
         empty = a.new_zeros(a.shape[0], a.shape[1])
         return empty.fill_(-float("inf")), empty.long()
@@ -35,21 +46,24 @@ def best_edges(metric: Tensor) -> tuple[Tensor, Tensor]:
     return scores.max(dim=-1)
 
 
-def bipartite_assignment(selected: Tensor, partner: Tensor, num_tokens: int) -> tuple[Tensor, int]:
+def bipartite_assignment(
+    selected: Tensor, partner: Tensor, num_tokens: int, class_token: bool = True
+) -> tuple[Tensor, int]:
     """Return the (B, N) assignment merging the A tokens `selected` (B, r) into their partners.
 
     Output order follows ToMe: the unmerged A tokens in their original order, then all B tokens.
     """
     B, r = selected.shape
-    n_a, n_b = (num_tokens + 1) // 2, num_tokens // 2
+    a0, b0 = split_starts(class_token)
+    n_a, n_b = len(range(a0, num_tokens, 2)), len(range(b0, num_tokens, 2))
     merged = torch.zeros(B, n_a, dtype=torch.bool, device=partner.device)
     merged.scatter_(1, selected, torch.ones_like(selected, dtype=torch.bool))
     keep_a = n_a - r
     unmerged_slot = (~merged).long().cumsum(dim=1) - 1
     assign_a = torch.where(merged, keep_a + partner, unmerged_slot)
     assign = torch.empty(B, num_tokens, dtype=torch.long, device=partner.device)
-    assign[:, 0::2] = assign_a
-    assign[:, 1::2] = keep_a + torch.arange(n_b, device=partner.device)
+    assign[:, a0::2] = assign_a
+    assign[:, b0::2] = keep_a + torch.arange(n_b, device=partner.device)
     return assign, keep_a + n_b
 
 
@@ -62,6 +76,7 @@ def _bipartite(
     value: str,
     reduce: bool,
     generator: torch.Generator | None,
+    class_token: bool,
 ) -> tuple[Tensor, MergeState]:
     """Run a bipartite merge whose count rule is `choose(scores) -> (count, eligible)`."""
     B, N, _ = x.shape
@@ -73,13 +88,13 @@ def _bipartite(
     if metric.shape[:2] != x.shape[:2]:
         raise ValueError(f"metric shape {tuple(metric.shape)} does not match x {tuple(x.shape)}")
     with torch.no_grad():
-        scores, partner = best_edges(metric)
+        scores, partner = best_edges(metric, class_token)
         count, eligible = choose(scores)
         if count == 0:  # nothing to merge: leave the tokens (and their order) untouched, as ToMe
             nothing = MergeStep(name, N, N, eligible)
             return x, MergeState(state.index, state.sizes, state.steps + (nothing,))
         selected = top_indices(scores, count)
-        assign, num_out = bipartite_assignment(selected, partner, N)
+        assign, num_out = bipartite_assignment(selected, partner, N, class_token)
     step = MergeStep(name, N, num_out, eligible)
     return apply_assignment(x, state, assign, num_out, step, value, reduce, generator)
 
@@ -95,6 +110,7 @@ def gbm_merge(
     value: str = "mean",
     reduce: bool = True,
     generator: torch.Generator | None = None,
+    class_token: bool = True,
 ) -> tuple[Tensor, MergeState]:
     """Global Bipartite Matching: merge A tokens whose best edge to B passes a threshold.
 
@@ -105,6 +121,8 @@ def gbm_merge(
       l = `layer` (1-based); an edge merges when s >= tau_l. `threshold` is ignored.
     Either way each image counts its own eligible edges; with B > 1 every image merges the batch
     minimum, taking its strongest edges. Merged tokens are size-weighted means.
+    class_token: x are patch tokens whose class token was set aside (A = odd positions, as
+    released); False for a sequence without one (A = even positions).
     """
     if threshold_rule not in THRESHOLD_RULES:
         raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}; got {threshold_rule!r}")
@@ -122,7 +140,7 @@ def gbm_merge(
             eligible = eligible_counts(scores, tau, inclusive)
         return batch_count(eligible), eligible
 
-    return _bipartite("gbm", x, state, metric, choose, value, reduce, generator)
+    return _bipartite("gbm", x, state, metric, choose, value, reduce, generator, class_token)
 
 
 def tome_merge(
@@ -133,15 +151,18 @@ def tome_merge(
     value: str = "mean",
     reduce: bool = True,
     generator: torch.Generator | None = None,
+    class_token: bool = True,
 ) -> tuple[Tensor, MergeState]:
     """ToMe's bipartite soft matching: merge the r strongest A->B edges; return (tokens, state).
 
     As in ToMe, r is capped at half the tokens. `state.sizes` gives the sizes for ToMe's
-    proportional attention (add log(size) to the attention logits of each key).
+    proportional attention (add log(size) to the attention logits of each key). class_token: as
+    in `gbm_merge` (True: the split official ToMe makes with the class token at position 0).
     """
     if int(r) < 0:
         raise ValueError(f"ToMe r must be >= 0; got {r}")
     count = min(int(r), x.shape[1] // 2)
     return _bipartite(
-        "tome", x, state, metric, lambda scores: (count, None), value, reduce, generator
+        "tome", x, state, metric, lambda scores: (count, None), value, reduce, generator,
+        class_token,
     )

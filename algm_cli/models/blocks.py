@@ -22,11 +22,13 @@ QKV = tuple[Tensor, Tensor, Tensor]  # each (B, heads, N, d)
 # ---------------------------------------------------------------------------------- embedding
 
 
-def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) -> Tensor:
-    """Return (1, prefix + gh*gw, C) position embeddings bilinearly resized to `grid`.
+def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1,
+                     mode: str = "bilinear") -> Tensor:
+    """Return (1, prefix + gh*gw, C) position embeddings resized to `grid`.
 
     Segmenter's rule: the class-token embedding is kept, the patch embeddings are treated as a
-    square image and resized bilinearly (align_corners=False).
+    square image and resized bilinearly (align_corners=False); mode="bicubic" is mmseg's rule as
+    the released SegViT config sets it.
     """
     cls_pos, patch_pos = pos_embed[:, :prefix], pos_embed[:, prefix:]
     n, c = int(patch_pos.shape[1]), int(patch_pos.shape[2])
@@ -36,18 +38,23 @@ def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) 
     if (side, side) == (int(grid[0]), int(grid[1])):
         return pos_embed
     img = patch_pos.reshape(1, side, side, c).permute(0, 3, 1, 2)
-    img = F.interpolate(img, size=grid, mode="bilinear", align_corners=False)
+    img = F.interpolate(img, size=tuple(int(g) for g in grid), mode=mode, align_corners=False)
     return torch.cat([cls_pos, img.permute(0, 2, 3, 1).reshape(1, -1, c)], dim=1)
 
 
 def embed(encoder: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Return (tokens (B, 1 + N, C) with class token and position embeddings, grid (h, w))."""
+    """Return (tokens (B, 1 + N, C) with class token and position embeddings, grid (h, w)).
+
+    An encoder with `prefix` 0 (class_token=False) drops the class token after the position
+    embeddings are added (mmseg's with_cls_token=False); `pos_resize` picks the interpolation.
+    """
     B = images.shape[0]
     x = encoder.patch_embed.proj(images)  # (B, C, h, w)
     grid = (int(x.shape[2]), int(x.shape[3]))
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    return x + resize_pos_embed(encoder.pos_embed, grid), grid
+    x = x + resize_pos_embed(encoder.pos_embed, grid, mode=getattr(encoder, "pos_resize", "bilinear"))
+    return x[:, 1 - getattr(encoder, "prefix", 1) :], grid
 
 
 def with_cls(cls: Tensor, patches: Tensor) -> Tensor:

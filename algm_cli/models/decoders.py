@@ -8,6 +8,8 @@ follow the official Segmenter code so its checkpoints load unchanged.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
@@ -31,6 +33,8 @@ class MaskTransformer(nn.Module):
 
     d_model = encoder dim, heads = dim / 64, FFN 4x, dropout 0.1, 2 blocks; patch and class
     outputs are projected, L2-normalised, multiplied into masks, and LayerNorm-ed over classes.
+    norm_eps: LayerNorm eps of the blocks; 1e-5 is Segmenter's `nn.LayerNorm` (official logits),
+    1e-6 timm's Block default (this project's behaviour before it matched the official code).
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class MaskTransformer(nn.Module):
         depth: int = 2,
         dropout: float = 0.1,
         drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -49,7 +54,7 @@ class MaskTransformer(nn.Module):
         self.cls_emb = nn.Parameter(torch.randn(1, num_classes, dim) * 0.02)
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, proj_drop=dropout, attn_drop=dropout,
-                  drop_path=drop_path)
+                  drop_path=drop_path, norm_layer=partial(nn.LayerNorm, eps=norm_eps))
             for _ in range(depth)
         )
         self.proj_patch = nn.Parameter(self.scale * torch.randn(dim, dim))

@@ -125,8 +125,12 @@ def apply_step(
     state: MergeState,
     grid: tuple[int, int],
     metric: Tensor | None,
+    class_token: bool = True,
 ) -> tuple[Tensor, MergeState]:
-    """Run one merge step on patch tokens x (B, N, C); return (tokens, state)."""
+    """Run one merge step on patch tokens x (B, N, C); return (tokens, state).
+
+    class_token: the encoder set a class token aside (GBM / ToMe split as the official codes do).
+    """
     common = dict(metric=metric, value=schedule.value, reduce=schedule.reduce)
     if spec.method == "clap":
         if not state.in_raster_order:  # a step before CLAP already merged: CLAP cannot apply
@@ -135,6 +139,8 @@ def apply_step(
                           inclusive=schedule.inclusive, **common)
     if spec.method == "gbm":
         if spec.rule == "released":
-            return gbm_merge(x, state, threshold_rule="released", layer=spec.layer, **common)
-        return gbm_merge(x, state, threshold=spec.threshold, inclusive=schedule.inclusive, **common)
-    return tome_merge(x, state, r=spec.r, **common)
+            return gbm_merge(x, state, threshold_rule="released", layer=spec.layer,
+                             class_token=class_token, **common)
+        return gbm_merge(x, state, threshold=spec.threshold, inclusive=schedule.inclusive,
+                         class_token=class_token, **common)
+    return tome_merge(x, state, r=spec.r, class_token=class_token, **common)

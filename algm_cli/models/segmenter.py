@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from .base import MergeStats, SegmentationModel
 from .decoders import DECODERS
 from .packed_attention import check_backend
+from .pretrained import weights_spec
 from .ragged import forward_ragged
 from .registry import SCHEDULE_METHODS, BuildRequest, read_options, register_family
 from .schedule import NO_MERGE, MergeSchedule
@@ -31,6 +31,8 @@ class Segmenter(SegmentationModel):
     decoder_layers: blocks of the mask transformer (Segmenter's default 2). The paper's Seg-L
     Cityscapes baseline (1005 GFLOPs at 768 x 768) matches a 1-block mask transformer (1004.9);
     with 2 blocks it is 1045.2. Every other baseline GFLOPs figure matches 2 blocks.
+    decoder_norm_eps: LayerNorm eps of the mask-transformer blocks (1e-5 = official Segmenter;
+    1e-6 = timm's default, the old behaviour). pretrained: False, True or a timm-format file.
     """
 
     def __init__(
@@ -41,11 +43,12 @@ class Segmenter(SegmentationModel):
         img_size: int = 512,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         decoder_dropout: float = 0.1,
         decoder_layers: int = 2,
         batching: str = "min",
         packed_attention: str = "auto",
+        decoder_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -60,7 +63,8 @@ class Segmenter(SegmentationModel):
         self.schedule = schedule
         if decoder == "mask":
             self.decoder = DECODERS[decoder](
-                self.encoder.dim, num_classes, depth=decoder_layers, dropout=decoder_dropout
+                self.encoder.dim, num_classes, depth=decoder_layers, dropout=decoder_dropout,
+                norm_eps=decoder_norm_eps,
             )
         else:
             self.decoder = DECODERS[decoder](self.encoder.dim, num_classes)
@@ -98,45 +102,21 @@ def convert_official_state_dict(state: dict, model: Segmenter) -> dict:
     return out
 
 
-def load_checkpoint(model: Segmenter, path: str | Path) -> None:
-    """Load a checkpoint (this project's or an official Segmenter one) into `model`.
+def load_checkpoint(model, path: str | Path) -> str:
+    """Load a checkpoint of any supported format into `model`; return the detected format.
 
-    Raises ValueError naming the file and the missing / unexpected / mis-shaped keys when the
-    checkpoint does not fit the model (e.g. another backbone or class count).
+    This project's, official Segmenter / released ALGM, Segformer (NVlabs mmseg or Hugging Face)
+    and released SETR checkpoints: see `models/convert.py`. Raises ValueError naming the file and
+    the missing / unexpected / mis-shaped keys when the checkpoint does not fit the model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"checkpoint {path} is not a readable torch file: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(raw).__name__}, expected a state dict")
-    state = convert_official_state_dict(raw, model)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append("shape mismatches " + "; ".join(shapes[:3]))
-        raise ValueError(f"checkpoint {path} does not fit the model: " + ", ".join(parts))
-    model.load_state_dict(state)
+    from .convert import load_any_checkpoint
+
+    return load_any_checkpoint(model, path)
 
 
 SEGMENTER_OPTIONS = {"decoder": ("mask", str), "drop_path": (0.0, float),
-                     "pretrained": (False, bool), "decoder_dropout": (0.1, float),
-                     "decoder_layers": (2, int)}
+                     "pretrained": (False, weights_spec), "decoder_dropout": (0.1, float),
+                     "decoder_layers": (2, int), "decoder_norm_eps": (1e-5, float)}
 
 
 def segmenter_options(request: BuildRequest) -> dict:

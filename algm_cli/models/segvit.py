@@ -2,6 +2,9 @@
 
 Layout (released zbwxp/SegVit `ATMHead`), where merging meets the decoder (each level reads its
 layer's tokens unmerged to the full grid), GFLOPs checks and deviations: docs/MODELS.md.
+As released (`with_cls_token=False`, `interpolate_mode="bicubic"`), the class token is dropped
+right after the position embeddings are added and position embeddings are resized bicubically;
+class_token=True with pos_resize="bilinear" is this project's earlier behaviour (+0.1% FLOPs).
 
 Training loss (`training_loss`, the released `ATMLoss`): a set-prediction loss on every level's
 class and mask logits. Query k stands for class k, so the matching is fixed, not Hungarian (the
@@ -28,7 +31,8 @@ from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, regis
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH
 from .blocks import pad_to_patch, resize_crop
-from .setr import layer_outputs, plain_vit_encoder
+from .pretrained import weights_spec
+from .setr import class_token_option, layer_outputs, plain_vit_encoder
 
 # encoder depth -> 1-based layers the ATM decoder reads (shallow to deep)
 ATM_LAYERS: dict[int, tuple[int, ...]] = {12: (6, 8, 12), 24: (8, 16, 24)}
@@ -178,13 +182,16 @@ class SegViT(SegmentationModel):
         img_size: int = 640,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         decoder_layers: int = 3,
         decoder_dropout: float = 0.1,
+        class_token: bool = False,
+        pos_resize: str = "bicubic",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained)
+        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained, class_token,
+                                         pos_resize)
         depth, dim = self.encoder.depth, self.encoder.dim
         if depth not in ATM_LAYERS:
             raise ValueError(f"SegViT needs a 12- or 24-layer ViT; {backbone} has {depth}")
@@ -227,8 +234,10 @@ class SegViT(SegmentationModel):
         return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid()), stats
 
 
-SEGVIT_OPTIONS = {"drop_path": (0.0, float), "pretrained": (False, bool),
-                  "decoder_layers": (3, int), "decoder_dropout": (0.1, float)}
+SEGVIT_OPTIONS = {"drop_path": (0.0, float), "pretrained": (False, weights_spec),
+                  "decoder_layers": (3, int), "decoder_dropout": (0.1, float),
+                  "class_token": (False, lambda v: bool(class_token_option(v))),
+                  "pos_resize": ("bicubic", str)}
 
 
 build_segvit = mapping_builder(SegViT, SEGVIT_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)

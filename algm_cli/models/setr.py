@@ -6,6 +6,11 @@ reproduces the paper, so it is the default) and deviations: docs/MODELS.md.
 Merging: the decoders are convolutional, so they read every layer UNMERGED on the full patch
 grid: the final tokens are unmerged with the merge state, intermediate layers come unmerged from
 the encoder (`outputs=`). With a schedule that merges nothing the model equals the baseline.
+
+Class token (`class_token`): the released naive and PUP backbones keep it in attention, the
+released MLA backbone drops it right after adding the position embeddings; class_token=None
+("released" in the config) does the same per decoder, True / False force it (True for MLA was
+this project's earlier behaviour, about +0.1% FLOPs).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .base import MergeStats, SegmentationModel
 from .blocks import pad_to_patch, resize_crop
 from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
+from .pretrained import weights_spec
 from .vit import EncoderOutput, ViTEncoder
 
 LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
@@ -47,10 +53,11 @@ UP_HEADS: dict[str, tuple[tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...
 
 
 def plain_vit_encoder(
-    backbone: str, img_size: int, drop_path: float, pretrained: bool
+    backbone: str, img_size: int, drop_path: float, pretrained: bool | str,
+    class_token: bool = True, pos_resize: str = "bilinear",
 ) -> ViTEncoder:
     """Return a ViTEncoder set up like mmseg's plain ViT: LayerNorm eps 1e-6, no final norm."""
-    encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
+    encoder = ViTEncoder(backbone, img_size, drop_path, pretrained, class_token, pos_resize)
     for module in encoder.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = LN_EPS
@@ -181,15 +188,17 @@ class SETR(SegmentationModel):
         img_size: int = 512,
         schedule: MergeSchedule = NO_MERGE,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         aux: bool = True,
+        class_token: bool | None = None,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown SETR decoder {decoder!r}; expected one of {list(DECODERS)}")
         self.num_classes = num_classes
         self.decoder_name = decoder
-        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained)
+        keep = decoder != "mla" if class_token is None else bool(class_token)
+        self.encoder = plain_vit_encoder(backbone, img_size, drop_path, pretrained, keep)
         depth, dim = self.encoder.depth, self.encoder.dim
         if depth not in MLA_LAYERS:
             raise ValueError(f"SETR needs a 12- or 24-layer ViT; {backbone} has {depth}")
@@ -262,8 +271,18 @@ class SETR(SegmentationModel):
         return self._forward(images, with_aux=True)[1]
 
 
+def class_token_option(value) -> bool | None:
+    """Return `model.class_token` as None (released), True (keep) or False (drop)."""
+    if value is None or str(value).lower() == "released":
+        return None
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(f"model.class_token={value!r}: expected released, true or false")
+
+
 SETR_OPTIONS = {"decoder": ("naive", str), "drop_path": (0.0, float),
-                "pretrained": (False, bool), "aux": (True, bool)}
+                "pretrained": (False, weights_spec), "aux": (True, bool),
+                "class_token": ("released", class_token_option)}
 
 
 build_setr = mapping_builder(SETR, SETR_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)

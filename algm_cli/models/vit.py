@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +20,7 @@ from .base import MergeStats
 from .blocks import (
     attention_residual, embed, full_block, mlp_residual, padded_block, resize_pos_embed,
 )
+from .pretrained import create_timm
 from .registry import backbone as backbone_facts
 from .schedule import NO_MERGE, MergeSchedule, apply_step
 
@@ -44,6 +44,12 @@ class EncoderOutput:
 class ViTEncoder(nn.Module):
     """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks.
 
+    pretrained: False, True (timm's AugReg weights via the Hugging Face cache) or a path to a
+    timm-format state dict (models/pretrained.py). class_token=False drops the class token right
+    after the position embeddings are added (mmseg's `with_cls_token=False`, the released
+    SETR-MLA and SegViT); merges then split the tokens without one. pos_resize: the position
+    embeddings' interpolation, "bilinear" (Segmenter) or "bicubic" (mmseg / SegViT).
+
     bucket: 0 (default) runs every block at its exact token count; n > 0 pads the tokens of the
     blocks after a merge to a multiple of n (masked keys), so that a compiled `block_fn`
     (`compile_blocks`) sees a handful of shapes. Results equal the unpadded ones.
@@ -54,17 +60,22 @@ class ViTEncoder(nn.Module):
         backbone: str = "vit_s",
         img_size: int = 512,
         drop_path: float = 0.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
+        class_token: bool = True,
+        pos_resize: str = "bilinear",
     ) -> None:
         super().__init__()
         facts = backbone_facts(backbone)
         if facts.kind != "vit":
             raise ValueError(f"unknown backbone {backbone!r}; expected a ViT (vit_t..vit_l)")
+        if pos_resize not in ("bilinear", "bicubic"):
+            raise ValueError(f"pos_resize must be bilinear or bicubic; got {pos_resize!r}")
         self.dim, self.depth, self.heads = facts.dim, facts.depth, facts.heads
-        vit = timm.create_model(
-            facts.timm_name,
-            pretrained=pretrained,
-            img_size=PRETRAINED_SIZE if pretrained else img_size,
+        self.pos_resize = pos_resize
+        self.prefix = 1 if class_token else 0  # tokens kept before the patches in the blocks
+        vit = create_timm(
+            facts.timm_name, pretrained, PRETRAINED_SIZE, img_size,
+            resize=partial(resize_pos_embed, mode=pos_resize),
             num_classes=0,
             drop_path_rate=drop_path,
             norm_layer=partial(nn.LayerNorm, eps=1e-5),  # Segmenter's eps (timm's ViT: 1e-6)
@@ -72,7 +83,7 @@ class ViTEncoder(nn.Module):
         self.patch_embed, self.blocks, self.norm = vit.patch_embed, vit.blocks, vit.norm
         self.cls_token = vit.cls_token
         grid = (img_size // PATCH, img_size // PATCH)
-        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid))
+        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid, mode=pos_resize))
         self.bucket = 0
         self.block_fn = full_block
 
@@ -95,7 +106,8 @@ class ViTEncoder(nn.Module):
         original patch gets the token it was merged into at that depth.
         """
         B = images.shape[0]
-        x, grid = embed(self, images)  # (B, 1 + N, C)
+        x, grid = embed(self, images)  # (B, p + N, C): class_token=False dropped it
+        p = self.prefix
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
         captured: dict[int, Tensor] = {}
@@ -105,14 +117,14 @@ class ViTEncoder(nn.Module):
             bias = None
             merged = state.num_tokens < state.num_original
             if schedule.proportional_attention and merged:
-                sizes = torch.cat([state.sizes.new_ones(B, 1), state.sizes], dim=1)
-                bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, 1 + N')
+                sizes = torch.cat([state.sizes.new_ones(B, p), state.sizes], dim=1)
+                bias = sizes.log()[:, None, None, :].to(x.dtype)  # (B, 1, 1, p + N')
             if spec is None and layer not in capture:  # a plain block: no merge, nothing kept
                 x = padded_block(self.block_fn, blk, x, bias, self.bucket if merged else 0)
             else:
                 x, qkv = attention_residual(blk, x, bias)
                 if layer in capture:
-                    captured[layer] = x[:, 1:]
+                    captured[layer] = x[:, p:]
                 if spec is not None and schedule.placement == "between":
                     x, state = self._merge(spec, schedule, x, state, grid, qkv)
                     stats[spec.label] = state.num_tokens / state.num_original
@@ -121,18 +133,19 @@ class ViTEncoder(nn.Module):
                     x, state = self._merge(spec, schedule, x, state, grid, None)
                     stats[spec.label] = state.num_tokens / state.num_original
             if layer in outputs:
-                layers[layer] = state.unmerge(x[:, 1:])
+                layers[layer] = state.unmerge(x[:, p:])
         x = self.norm(x)
-        return EncoderOutput(x[:, 1:], x[:, :1], state, grid, stats, captured, layers)
+        return EncoderOutput(x[:, p:], x[:, :p], state, grid, stats, captured, layers)
 
-    @staticmethod
-    def _merge(spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
-        """Merge the patch tokens of x (B, 1 + N, C); the class token stays first and unmerged."""
-        cls, patches = x[:, :1], x[:, 1:]
+    def _merge(self, spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
+        """Merge the patch tokens of x (B, p + N, C); a class token stays first and unmerged."""
+        p = self.prefix
+        cls, patches = x[:, :p], x[:, p:]
         metric = None
         if schedule.metric != "tokens":
             q, k, v = qkv
             chosen = {"queries": q, "keys": k, "values": v}[schedule.metric]
-            metric = chosen.mean(dim=1)[:, 1:]  # (B, N, d): averaged over heads, class dropped
-        patches, state = apply_step(spec, schedule, patches, state, grid, metric)
+            metric = chosen.mean(dim=1)[:, p:]  # (B, N, d): averaged over heads, class dropped
+        patches, state = apply_step(spec, schedule, patches, state, grid, metric,
+                                    class_token=p == 1)
         return torch.cat([cls, patches], dim=1), state

@@ -19,7 +19,7 @@ def test_short_run_on_a_fake_copy_writes_a_row(name, tmp_path):
     # the dataset's own loader and label rules, at a small crop so the check stays fast
     with initialize_config_module("algm_cli.conf", version_base="1.3"):
         cfg = compose("run", [
-            f"dataset={name}", f"dataset.root={root}", "smoke=true",
+            f"dataset={name}", f"dataset.root={root}", "smoke=true", "protocol=quick",
             "dataset.crop_size=64", "dataset.eval_short_side=64", "dataset.eval_stride=48",
             "dataset.train_scale=[128,64]", f"results_dir={tmp_path / 'results'}",
             f"work_dir={tmp_path / 'work'}",

@@ -85,7 +85,7 @@ def write_fake_ade(root, label_value=3, corrupt=False):
             root / "ADEChallengeData2016/annotations" / split / "a.png")
 
 
-ADE_SMALL = ["dataset=ade20k", "dataset.crop_size=32", "dataset.eval_short_side=32",
+ADE_SMALL = ["dataset=ade20k", "protocol=quick", "dataset.crop_size=32", "dataset.eval_short_side=32",
              "dataset.eval_stride=16", "dataset.train_scale=[64,32]", "stages=[train,eval]",
              "merge=none"]
 

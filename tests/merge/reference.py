@@ -52,13 +52,17 @@ def clap_groups(x: torch.Tensor, grid, window, count: int) -> list[frozenset[int
     return groups
 
 
-def bipartite_groups(x: torch.Tensor, count: int) -> tuple[list[float], list[frozenset[int]]]:
+def bipartite_groups(
+    x: torch.Tensor, count: int, class_token: bool = True
+) -> tuple[list[float], list[frozenset[int]]]:
     """Return (best A scores, groups) after merging the `count` strongest A->B edges of one image.
 
-    x holds the current tokens of one image (N, C); groups are sets of current positions.
+    x holds the current tokens of one image (N, C); groups are sets of current positions. With
+    class_token a class token is imagined at position -1 heading A, so A = odd positions.
     """
     n = x.shape[0]
-    a_pos, b_pos = list(range(0, n, 2)), list(range(1, n, 2))
+    first_a = 1 if class_token else 0
+    a_pos, b_pos = list(range(first_a, n, 2)), list(range(1 - first_a, n, 2))
     best, partner = [], []
     for i in a_pos:
         sims = [cos(x[i], x[j]) for j in b_pos]
