@@ -33,7 +33,7 @@ from algm_cli.data.transforms import normalize
 from algm_cli.engine.store import write_atomic
 from algm_cli.models.schedule import algm_schedule
 from algm_cli.models.segmenter import Segmenter, load_checkpoint
-from algm_cli.models.vit import full_block
+from algm_cli.models.blocks import full_block
 
 
 def stream(root: Path, count: int, size: int) -> list[torch.Tensor]:

@@ -21,13 +21,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..data import DatasetError
-from ..data.transforms import eval_resize, normalize
+from ..data.transforms import IGNORE, eval_resize, normalize
 from ..engine.data import open_dataset
-from ..engine.run import run_calibration
+from ..engine.calibration import run_calibration
 from ..engine.setup import (
     ConfigError, build_model, build_schedule, crop_size, eval_stride, pick_device, report_error,
+    resolve_spec,
 )
 from ..engine.store import write_atomic
+from ..models.registry import families
 from ..models.schedule import NO_MERGE
 from ..models.segmenter import load_checkpoint
 from ..models.vit import PATCH
@@ -37,7 +39,6 @@ from .similarity import SimilarityStudy, patch_labels, plot_global, plot_local
 
 ANALYSES = ("similarity", "merges", "predictions")
 DEFAULT_IMAGES = {"similarity": 64, "merges": 4, "predictions": 4}
-IGNORE = 255
 
 
 def positional_to_override(argv: list[str]) -> list[str]:
@@ -116,8 +117,8 @@ def eval_schedule(cfg: DictConfig, device: torch.device):
     if cfg.merge.method == "none":
         raise ConfigError(f"`algm analyze {cfg.analysis}` shows merging: choose a merge method "
                           "other than merge=none (e.g. merge=algm)")
-    tau = run_calibration(cfg, Path(str(cfg.work_dir)), device,
-                          {"calibration_images": int(cfg.calibration_images)}, allowed=True)
+    tau = run_calibration(resolve_spec(cfg), Path(str(cfg.work_dir)), device,
+                          int(cfg.calibration_images), allowed=True)
     return build_schedule(cfg, "eval", tau), tau
 
 
@@ -148,7 +149,7 @@ def analyze_similarity(cfg: DictConfig) -> dict[str, Path]:
     if not 1 <= int(cfg.local_layer) <= depth:
         raise ConfigError(f"local_layer={cfg.local_layer}: expected 1..{depth}")
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     study = SimilarityStudy(windows=windows, local_layer=int(cfg.local_layer))
     layers = tuple(range(1, depth + 1))
     for item in tqdm(samples(cfg, dataset, count), total=min(count, len(dataset)),
@@ -186,7 +187,7 @@ def analyze_merges(cfg: DictConfig) -> dict[str, Path]:
     schedule, tau = eval_schedule(cfg, device)
     schedule.check_depth(model.encoder.depth)
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     figures, _ = out_dirs(cfg)
     items, paths = [], {}
     for item in tqdm(samples(cfg, dataset, count), total=min(count, len(dataset)), desc="merges"):
@@ -219,7 +220,7 @@ def analyze_predictions(cfg: DictConfig) -> dict[str, Path]:
     base_path = cfg.baseline_checkpoint if cfg.baseline_checkpoint is not None else cfg.checkpoint
     baseline = load_model(cfg, base_path, device)
     split, count = split_of(cfg), image_count(cfg)
-    dataset = open_dataset(cfg, split)
+    dataset = open_dataset(resolve_spec(cfg).dataset, split)
     num_classes = int(cfg.dataset.num_classes)
     palette = palette_for(dataset, num_classes)
     crop, stride = crop_size(cfg), eval_stride(cfg)
@@ -256,6 +257,10 @@ def analyze(cfg: DictConfig) -> dict[str, Path]:
     if cfg.analysis not in commands:
         raise ConfigError(f"analysis={cfg.analysis!r}: expected one of {list(ANALYSES)} "
                           "(`algm analyze <similarity|merges|predictions> [key=value ...]`)")
+    if not resolve_spec(cfg).family.analyze:
+        able = [name for name, fam in families().items() if fam.analyze]
+        raise ConfigError(f"algm analyze does not apply to model={cfg.model.name} (no plain ViT "
+                          f"encoder); expected model= one of {', '.join(able)}")
     return commands[cfg.analysis](cfg)
 
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ..data.transforms import IGNORE  # noqa: E402
 from ..engine.evaluate import confusion, miou_from_confusion, sliding_window  # noqa: E402
 
-IGNORE = 255
 IGNORE_COLOUR = (0, 0, 0)
 
 

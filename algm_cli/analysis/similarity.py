@@ -28,9 +28,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ..data.transforms import IGNORE  # noqa: E402
 from ..engine.calibrate import Moments  # noqa: E402
 
-IGNORE = 255
 PAIR_TYPES = ("intra", "inter")
 COLUMNS = ["analysis", "layer", "window", "pair_type", "mean", "std", "count"]
 

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .classes import generated_palette
+from .transforms import IGNORE
 
-IGNORE = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
 from ..data import DatasetError, build_dataset
 from ..data.ade20k import ADE20K
 from ..data.synthetic import CLASS_NAMES, generate
 from ..data.transforms import eval_resize, normalize, train_transform
+from .spec import DatasetSpec
 
 
-def open_dataset(cfg: DictConfig, split: str):
+def open_dataset(dataset: DatasetSpec, split: str):
     """Return the dataset of `split` ("train"/"val"); the synthetic one is generated if needed."""
-    name, root = cfg.dataset.name, Path(str(cfg.dataset.root))
+    name, root = dataset.name, Path(dataset.root)
     if name == "synthetic":
         generate(root)
         return ADE20K(root, split, num_classes=len(CLASS_NAMES), class_names=list(CLASS_NAMES))
@@ -28,9 +28,9 @@ def open_dataset(cfg: DictConfig, split: str):
 class TrainTransform:
     """Callable (sample, generator) -> (image normalised (3,S,S), label (S,S)) for training."""
 
-    def __init__(self, cfg: DictConfig, crop: int) -> None:
+    def __init__(self, dataset: DatasetSpec, crop: int) -> None:
         self.crop = crop
-        self.scale = tuple(int(v) for v in cfg.dataset.train_scale)
+        self.scale = tuple(dataset.train_scale)
 
     def __call__(self, sample: dict, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Return the augmented, normalised (image, label) pair."""
@@ -41,12 +41,12 @@ class TrainTransform:
         return normalize(image), label
 
 
-def eval_samples(cfg: DictConfig, dataset, limit: int | None) -> Iterator[tuple[Tensor, Tensor]]:
+def eval_samples(spec: DatasetSpec, dataset, limit: int | None) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (image (1,3,h,w) resized + normalised, label (H,W) at original size)."""
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(count):
         sample = dataset[i]
-        image = eval_resize(sample["image"], short_side=int(cfg.dataset.eval_short_side))
+        image = eval_resize(sample["image"], short_side=spec.eval_short_side)
         yield normalize(image).unsqueeze(0), sample["label"]
 
 

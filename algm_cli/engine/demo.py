@@ -16,7 +16,7 @@ import sys
 from hydra import compose, initialize_config_module
 
 from .run import run
-from .setup import ConfigError, report_error
+from .spec import ConfigError, report_error
 
 # small timing batches, repeated (5 rounds) so the 2-core CPU's noise averages out
 DEMO_EVAL = ["eval.throughput_images=8", "eval.throughput_batch=8", "eval.warmup=20",

@@ -7,15 +7,16 @@ import torch
 from omegaconf import DictConfig
 
 from .flops import count_gflops
-from .setup import ConfigError, report_error, build_model, build_schedule, crop_size
+from .setup import build_model, build_schedule
+from .spec import ConfigError, report_error, resolve_spec
 
 
-def model_gflops(cfg: DictConfig) -> float:
+def model_gflops(spec) -> float:
     """Return the GFLOPs of one forward of the configured model on a seeded random image."""
-    schedule = build_schedule(cfg, "eval", None)
-    model = build_model(cfg, schedule)
-    size = crop_size(cfg)
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    spec = resolve_spec(spec)
+    model = build_model(spec, build_schedule(spec, "eval", None))
+    size = spec.dataset.crop
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(spec.seed))
     return count_gflops(model, image)
 
 
@@ -23,10 +24,11 @@ def model_gflops(cfg: DictConfig) -> float:
 def main(cfg: DictConfig) -> None:
     """Print the model, input size and `GFLOPs: <value>`."""
     try:
-        value = model_gflops(cfg)
+        spec = resolve_spec(cfg)
+        value = model_gflops(spec)
     except (ConfigError, ValueError) as err:
         report_error(err, "algm flops")
-    size = crop_size(cfg)
+    size = spec.dataset.crop
     print(f"{cfg.model.name} {cfg.backbone.name} ({cfg.model.decoder} decoder), {cfg.dataset.name} "
           f"{size}x{size}, {cfg.dataset.num_classes} classes, merge={cfg.merge.method}")
     print(f"GFLOPs: {value:.2f}")

@@ -58,10 +58,3 @@ def write_row(results_dir: str | Path, row: dict) -> Path:
     path = row_path(results_dir, row["run_id"])
     write_atomic(path, pd.DataFrame([row]).to_csv(index=False))
     return path
-
-
-def load_rows(results_dir: str | Path) -> pd.DataFrame:
-    """Return every stored row (a quick view; the report validates rows itself)."""
-    files = sorted(Path(results_dir).glob("*.csv"))
-    frames = [pd.read_csv(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..data.transforms import IGNORE
 from ..models.base import TrainingObjective
 
 
@@ -64,7 +65,7 @@ def train(
     poly_power: float = 0.9,
     min_lr: float = 1e-5,
     checkpoint_every: int = 500,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE,
     amp: bool = False,
     optimizer: str = "sgd",
     device: torch.device = torch.device("cpu"),

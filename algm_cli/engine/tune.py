@@ -10,10 +10,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..report.tune import find_star_threshold
 from . import store
 from .run import run
-from .setup import ALGM_METHODS, ConfigError, report_error, run_key
+from .spec import ConfigError, report_error, resolve_spec, run_key
+from .tune_search import find_star_threshold
 
 
 def variant(cfg: DictConfig, **changes) -> DictConfig:
@@ -33,7 +33,7 @@ def run_or_load(cfg: DictConfig) -> dict:
 
 def tune(cfg: DictConfig) -> tuple[float, list]:
     """Return (ALGM* tau, probes [(tau, mIoU)]) and write the tuned row."""
-    if cfg.merge.method not in ALGM_METHODS:
+    if not resolve_spec(cfg).merge.threshold_based:
         raise ConfigError("algm tune needs a threshold-based merge (merge=algm, clap_only, gbm_only)")
     base = run_or_load(variant(cfg, merge__method="none", merge__clap_layer=None,
                                merge__gbm_layers=[], stages=["train", "eval"]))

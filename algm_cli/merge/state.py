@@ -84,10 +84,6 @@ class MergeState:
             )
         return gather_tokens(x, self.index)
 
-    def kept_fractions(self) -> list[float]:
-        """Return, per step, the tokens kept as a fraction of the original count."""
-        return [s.tokens_out / self.num_original for s in self.steps]
-
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     """Return x[b, index[b, i]] for every b, i as a (B, M, C) tensor (one batched gather)."""

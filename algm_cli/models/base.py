@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.transforms import IGNORE
+
 # step label (e.g. "L1:clap", "L5:gbm") -> tokens kept after that step, as a fraction of the
 # original patch tokens, averaged over the batch
 MergeStats = dict[str, float]
@@ -30,7 +32,7 @@ class SegmentationModel(nn.Module):
         """Return logits (B, K, H, W)."""
         return self.forward_with_stats(images)[0]
 
-    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = IGNORE) -> Tensor:
         """Return the scalar training loss on images (B, 3, H, W) and labels (B, H, W)."""
         return F.cross_entropy(self(images).float(), labels, ignore_index=ignore_index)
 
@@ -38,7 +40,7 @@ class SegmentationModel(nn.Module):
 class TrainingObjective(nn.Module):
     """`forward(images, labels)` = the model's training loss, so DDP can wrap the whole step."""
 
-    def __init__(self, model: SegmentationModel, ignore_index: int = 255) -> None:
+    def __init__(self, model: SegmentationModel, ignore_index: int = IGNORE) -> None:
         super().__init__()
         self.model = model
         self.ignore_index = ignore_index

@@ -20,33 +20,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..merge import MergeState
+from .blocks import embed, mlp_residual, packed_attention, packed_block
 from .schedule import apply_step
-from .vit import resize_pos_embed
-
-
-def packed_attention(attn: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Tensor, list]:
-    """Return (timm Attention output (T, C), per-image (q, k, v)) for packed tokens x (T, C)."""
-    qkv = attn.qkv(x)  # (T, 3C): one matmul for the whole batch
-    outs, parts = [], []
-    for chunk in qkv.split(lengths):
-        L = chunk.shape[0]
-        q, k, v = chunk.reshape(1, L, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        out = F.scaled_dot_product_attention(q, k, v)  # (1, heads, L, d)
-        outs.append(out.transpose(1, 2).reshape(L, -1))
-        parts.append((q, k, v))
-    out = attn.norm(torch.cat(outs))
-    return attn.proj_drop(attn.proj(out)), parts
-
-
-def packed_block(blk: nn.Module, x: Tensor, lengths: list[int]) -> Tensor:
-    """Return a timm Block's output on packed tokens x (T, C) with per-image attention."""
-    out, _ = packed_attention(blk.attn, blk.norm1(x), lengths)
-    x = x + blk.drop_path1(blk.ls1(out))
-    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
 
 
 def _merge_each(spec, schedule, x, lengths, states, grid, parts):
@@ -68,11 +46,7 @@ def encode_ragged(encoder, images: Tensor, schedule) -> tuple[Tensor, list[int],
     if schedule.proportional_attention:
         raise ValueError("ragged batching does not support proportional attention")
     B = images.shape[0]
-    x = encoder.patch_embed.proj(images)
-    grid = (int(x.shape[2]), int(x.shape[3]))
-    x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    x = x + resize_pos_embed(encoder.pos_embed, grid)
+    x, grid = embed(encoder, images)  # (B, 1 + N, C)
     lengths = [x.shape[1]] * B
     x = x.reshape(-1, x.shape[-1])  # packed (T, C)
     states = [MergeState.start(1, grid[0] * grid[1], device=x.device, dtype=x.dtype)
@@ -84,7 +58,7 @@ def encode_ragged(encoder, images: Tensor, schedule) -> tuple[Tensor, list[int],
         x = x + blk.drop_path1(blk.ls1(out))
         if spec is not None and schedule.placement == "between":
             x, lengths, states = _merge_each(spec, schedule, x, lengths, states, grid, parts)
-        x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        x = mlp_residual(blk, x)
         if spec is not None and schedule.placement == "after_mlp":
             x, lengths, states = _merge_each(spec, schedule, x, lengths, states, grid, None)
         if spec is not None:

@@ -1,7 +1,7 @@
 """Segmenter with another token-reduction method: EViT, ACT, ELViT, AiluRus, dense ToMe (issue 9).
 
 The encoder forward here is its own block loop over the modules of `ViTEncoder` (patch
-embedding, class token, position embeddings, timm blocks, final norm) and `vit.attention`, so a
+embedding, class token, position embeddings, timm blocks, final norm) and `models/blocks.py`, so a
 `ReducedSegmenter` holds exactly the parameters of a `Segmenter` and loads the same checkpoints.
 The method-specific tensor work lives in `algm_cli.merge.baselines`.
 
@@ -17,15 +17,7 @@ layer, EViT and AiluRus copy every merged token back to the positions it stands 
 final norm. Statistics map "L<l>:<method>" to the patch tokens (ACT: queries) that layer
 processes, as a fraction of the original count.
 
-Choices where the sources (as far as this project has them) are silent, all configurable:
-- default layers (conf/merge/*.yaml): ELViT clusters the input of layer 11 of 24 (its Segmenter
-  ViT-L setting) and 6 of 12; ACT and dense ToMe start at that same layer, so the compared
-  methods share the full-resolution early layers; EViT reduces in layers 4/7/10 of 12 (EViT's
-  own) and 8/14/20 of 24 (the same depth fractions); AiluRus clusters the input of layer 3 of 24
-  (the output of layer 2, where its appendix clusters Segmenter ViT-L) and 2 of 12.
-- dense ToMe merges the LayerNorm-ed sub-block input (the tokens the sub-block reads), matched
-  by their own cosine similarity, and keeps ToMe's proportional attention.
-- the class token is never reduced (ACT: its query stays exact).
+Default layers and the choices made where the sources are silent: docs/MODELS.md.
 """
 
 from __future__ import annotations
@@ -33,27 +25,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..merge import MergeState
 from ..merge.baselines import (
-    clustered_attention,
-    cls_attention,
-    cluster_grid_side,
-    dpc_merge,
-    evit_fuse,
-    evit_keep_count,
-    knn_reconstruct,
-    size_bias,
-    soft_cluster,
-    tome_dense_merge,
+    clustered_attention, cls_attention, cluster_grid_side, dpc_merge, evit_fuse, evit_keep_count,
+    knn_reconstruct, size_bias, soft_cluster, tome_dense_merge,
 )
 from .base import MergeStats
 from .schedule import NO_MERGE
-from .segmenter import Segmenter
-from .vit import PATCH, ViTEncoder, attention, resize_pos_embed
+from .registry import BuildRequest, register_merges
+from .segmenter import Segmenter, segmenter_options
+from .blocks import (
+    attention, attention_output, attention_residual, embed, full_block, mlp_residual, pad_to_patch,
+    resize_crop, split_qkv, with_cls,
+)
+from .vit import ViTEncoder
 
 BASELINE_METHODS = ("evit", "act", "elvit", "ailurus", "tome_dense")
 
@@ -174,43 +161,6 @@ def fraction_count(num_tokens: int, fraction: float) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# block pieces (the same computation as ViTEncoder.forward)
-
-
-def embed(encoder: ViTEncoder, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Return (tokens (B, 1 + N, C) with class token and position embeddings, grid (h, w))."""
-    B = images.shape[0]
-    x = encoder.patch_embed.proj(images)  # (B, C, h, w)
-    grid = (int(x.shape[2]), int(x.shape[3]))
-    x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    return x + resize_pos_embed(encoder.pos_embed, grid), grid
-
-
-def attention_residual(
-    blk: nn.Module, x: Tensor, bias: Tensor | None = None
-) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-    """Return (x + attention branch, (q, k, v)) for a timm block."""
-    out, qkv = attention(blk.attn, blk.norm1(x), bias)
-    return x + blk.drop_path1(blk.ls1(out)), qkv
-
-
-def mlp_residual(blk: nn.Module, x: Tensor) -> Tensor:
-    """Return x + MLP branch for a timm block."""
-    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-
-
-def plain_block(blk: nn.Module, x: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Return a timm block's output on x (B, 1 + N, C)."""
-    return mlp_residual(blk, attention_residual(blk, x, bias)[0])
-
-
-def with_cls(cls: Tensor, patches: Tensor) -> Tensor:
-    """Return (B, 1 + N, C): the class token (B, 1, C) followed by the patch tokens."""
-    return torch.cat([cls, patches], dim=1)
-
-
-# ----------------------------------------------------------------------------------------------
 # one encoder loop per method; each returns (x (B, 1 + N, C) at full resolution, stats)
 
 
@@ -222,7 +172,7 @@ def encode_evit(
     stats: MergeStats = {}
     for layer, blk in enumerate(encoder.blocks, start=1):
         if layer not in spec.layers:
-            x = plain_block(blk, x)
+            x = full_block(blk, x)
             continue
         x, (q, k, _) = attention_residual(blk, x)
         keep = evit_keep_count(state.num_tokens, spec.keep_rate)
@@ -258,7 +208,7 @@ def encode_tome_dense(
     stats: MergeStats = {}
     for layer, blk in enumerate(encoder.blocks, start=1):
         if layer < spec.start:
-            x = plain_block(blk, x)
+            x = full_block(blk, x)
             continue
         out, state = dense_attention(blk, x, spec.ratio, spec.proportional_attention)
         x = x + blk.drop_path1(blk.ls1(out))
@@ -269,13 +219,10 @@ def encode_tome_dense(
 
 def act_attention(attn: nn.Module, x: Tensor, clusters: int, iterations: int) -> Tensor:
     """Return the timm Attention output for x (B, 1 + N, C) with ACT's clustered patch queries."""
-    B, N, C = x.shape
-    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # (B, heads, N, d)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    B, N, _ = x.shape
+    q, k, v = split_qkv(attn, x)  # (B, heads, N, d)
     out = clustered_attention(q, k, v, clusters, iterations, exact=1)
-    out = attn.norm(out.transpose(1, 2).reshape(B, N, -1))
-    return attn.proj_drop(attn.proj(out))
+    return attention_output(attn, out.transpose(1, 2).reshape(B, N, -1), x)
 
 
 def encode_act(encoder: ViTEncoder, x: Tensor, grid, spec: ACTSpec) -> tuple[Tensor, MergeStats]:
@@ -285,13 +232,13 @@ def encode_act(encoder: ViTEncoder, x: Tensor, grid, spec: ACTSpec) -> tuple[Ten
     clusters = fraction_count(num, spec.fraction)
     for layer, blk in enumerate(encoder.blocks, start=1):
         if layer < spec.start:
-            x = plain_block(blk, x)
+            x = full_block(blk, x)
             continue
         if clusters < num:
             out = act_attention(blk.attn, blk.norm1(x), clusters, spec.iterations)
             x = mlp_residual(blk, x + blk.drop_path1(blk.ls1(out)))
         else:  # as many clusters as queries: exact attention
-            x = plain_block(blk, x)
+            x = full_block(blk, x)
         stats[f"L{layer}:act"] = clusters / num
     return x, stats
 
@@ -312,7 +259,7 @@ def encode_elvit(
             anchors = soft_cluster(saved, grid, cluster_grid, spec.iterations, spec.window,
                                    spec.temperature)
             x = with_cls(x[:, :1], anchors)
-        x = plain_block(blk, x)
+        x = full_block(blk, x)
     if saved is None:
         return x, stats
     full = knn_reconstruct(saved, anchors, x[:, 1:], spec.k, spec.temperature, spec.weighting)
@@ -333,7 +280,7 @@ def encode_ailurus(
             x = with_cls(x[:, :1], patches)
         if layer == spec.layer:
             stats[f"L{layer}:ailurus"] = clusters / state.num_original
-        x = plain_block(blk, x, size_bias(state) if spec.proportional_attention else None)
+        x = full_block(blk, x, size_bias(state) if spec.proportional_attention else None)
     return with_cls(x[:, :1], state.unmerge(x[:, 1:])), stats
 
 
@@ -372,14 +319,11 @@ class ReducedSegmenter(Segmenter):
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (logits (B, K, H, W), per-layer token fractions of the reduction)."""
-        H, W = images.shape[-2:]
-        pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
-        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        padded = pad_to_patch(images)
         tokens, _, (gh, gw), stats = reduced_encode(self.encoder, padded, self.reduction)
         scores = self.decoder(tokens)  # (B, N, K) on the full grid
         masks = scores.transpose(1, 2).reshape(images.shape[0], self.num_classes, gh, gw)
-        masks = F.interpolate(masks, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return masks[..., :H, :W], stats
+        return resize_crop(masks, padded.shape[-2:], images.shape[-2:]), stats
 
 
 def per_backbone(value, backbone: str, key: str):
@@ -435,6 +379,15 @@ def build_reduced(merge: Mapping, backbone: str = "vit_s", num_classes: int = 15
     """
     return ReducedSegmenter(reduction_from_config(merge, backbone), backbone, num_classes,
                             decoder, img_size, **segmenter_kwargs)
+
+
+def build_reduced_model(request: BuildRequest) -> ReducedSegmenter:
+    """Return the ReducedSegmenter of `request` (an active baseline merge method)."""
+    return build_reduced(dict(request.merge), request.backbone, int(request.num_classes),
+                         **segmenter_options(request))
+
+
+register_merges("segmenter", BASELINE_METHODS, build_reduced_model)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ paper (CLAP in layer 1, GBM in layer 5 for ViT-T/S/B and 7 for ViT-L, supp. Tab.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -102,17 +102,6 @@ class MergeSchedule:
     def at(self, layer: int) -> MergeStepSpec | None:
         """Return the step of `layer` (1-based), or None."""
         return next((s for s in self.steps if s.layer == layer), None)
-
-    def with_thresholds(self, clap: float | None = None, gbm: float | None = None) -> MergeSchedule:
-        """Return a copy whose CLAP / fixed-rule GBM steps use the given thresholds."""
-        steps = []
-        for s in self.steps:
-            if s.method == "clap" and clap is not None:
-                s = replace(s, threshold=float(clap))
-            elif s.method == "gbm" and s.rule == "fixed" and gbm is not None:
-                s = replace(s, threshold=float(gbm))
-            steps.append(s)
-        return replace(self, steps=tuple(steps))
 
     def check_depth(self, depth: int) -> None:
         """Raise ValueError when a step names a layer the encoder does not have."""

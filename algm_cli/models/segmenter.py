@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import MergeStats, SegmentationModel
 from .decoders import DECODERS
 from .ragged import forward_ragged
+from .registry import SCHEDULE_METHODS, BuildRequest, read_options, register_family
 from .schedule import NO_MERGE, MergeSchedule
-from .vit import PATCH, ViTEncoder, resize_pos_embed
+from .blocks import pad_to_patch, resize_crop, resize_pos_embed
+from .vit import ViTEncoder
 
 
 class Segmenter(SegmentationModel):
@@ -62,9 +63,7 @@ class Segmenter(SegmentationModel):
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (logits (B, K, H, W), kept-token fractions after each merge step)."""
-        H, W = images.shape[-2:]
-        pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
-        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        padded = pad_to_patch(images)
         if self.batching == "ragged" and images.shape[0] > 1:
             scores, stats, (gh, gw) = forward_ragged(self, padded)
         else:
@@ -72,8 +71,7 @@ class Segmenter(SegmentationModel):
             scores = enc.state.unmerge(self.decoder(enc.tokens))  # (B, N, K): one gather
             (gh, gw), stats = enc.grid, enc.stats
         masks = scores.transpose(1, 2).reshape(images.shape[0], self.num_classes, gh, gw)
-        masks = F.interpolate(masks, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return masks[..., :H, :W], stats
+        return resize_crop(masks, padded.shape[-2:], images.shape[-2:]), stats
 
 
 # official Segmenter parameters that this model does not use
@@ -130,3 +128,28 @@ def load_checkpoint(model: Segmenter, path: str | Path) -> None:
             parts.append("shape mismatches " + "; ".join(shapes[:3]))
         raise ValueError(f"checkpoint {path} does not fit the model: " + ", ".join(parts))
     model.load_state_dict(state)
+
+
+SEGMENTER_OPTIONS = {"decoder": ("mask", str), "drop_path": (0.0, float),
+                     "pretrained": (False, bool), "decoder_dropout": (0.1, float),
+                     "decoder_layers": (2, int)}
+
+
+def segmenter_options(request: BuildRequest) -> dict:
+    """Return Segmenter's keyword options (decoder, img_size, drop_path, ...) of `request`."""
+    return {"img_size": int(request.img_size), **read_options(request.model, SEGMENTER_OPTIONS)}
+
+
+def build_segmenter(request: BuildRequest) -> Segmenter:
+    """Return the Segmenter of `request` (ALGM / ToMe through its schedule)."""
+    model = Segmenter(backbone=request.backbone, num_classes=int(request.num_classes),
+                      schedule=request.schedule, batching=request.batching,
+                      **segmenter_options(request))
+    model.encoder.bucket = int(request.bucket)
+    return model
+
+
+register_family(name="segmenter", builder=build_segmenter, backbone="vit",
+                merges=SCHEDULE_METHODS, batching=("min", "ragged"), bucket=True,
+                objective="cross_entropy", analyze=True,
+                converters={"segmenter": convert_official_state_dict})

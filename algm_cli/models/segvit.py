@@ -1,39 +1,7 @@
 """SegViT (Zhang et al., NeurIPS 2022): plain ViT + Attention-to-Mask (ATM) decoder, with merging.
 
-Layout of the released ADE20K / Pascal-Context configs (zbwxp/SegVit, `ATMHead`):
-- encoder: ViT-L/16 (or ViT-B), LayerNorm eps 1e-6, no final norm; the decoder reads three
-  layers, 8, 16, 24 for ViT-L (0-based 7, 15, 23) and 6, 8, 12 for ViT-B (0-based 5, 7, 11).
-- per level, deepest first: Linear(C -> C / 2) + LayerNorm, then 3 ATM layers (post-norm:
-  query self-attention, query-to-patch cross-attention, ReLU FFN 4x; 16 heads for ViT-L, dropout
-  0.1). One learned query per class; the queries flow from level to level.
-- the mask logits of a level are the cross-attention similarities q . k / sqrt(d) of its LAST
-  ATM layer, averaged over heads, before the softmax; the levels' mask logits are summed (the
-  released code feeds each level its own projection: the lateral-sum branch is dead code).
-- class logits: Linear(C / 2 -> K + 1) of the final queries; prediction = einsum of the class
-  probabilities (softmax over K + 1, no-object dropped) and sigmoid(masks) bilinearly upsampled
-  to the image: (B, K, H, W) class scores (non-negative, not logits; argmax is the label).
-
-Where merging meets the decoder: each level is handed its layer's tokens UNMERGED to the full
-grid (`outputs=` of the encoder; the last layer via the merge state). ATM's masks are per
-patch, and the three levels sit on different merge states (layer 8 only after CLAP, layers 16
-and 24 also after GBM in layer 12), so decoding unmerged tokens is the one choice that needs no
-extra bookkeeping and equals the baseline exactly when nothing merges. Decoding merged tokens
-would give the same result only with log(size) added to the cross-attention logits and the
-masks unmerged afterwards; it would save part of the decoder's ~27 GFLOPs (of 638 at 640) but
-needs each level's merged tokens and merge state, which the encoder does not expose.
-
-GFLOPs (fvcore, one square crop, batch 1): ADE20K 640 x 640, 150 classes: 638.1 (encoder 611.1,
-decoder 17.5, einsum 9.2) vs 638 in ALGM Tab. 1. Pascal-Context 480 x 480, 59 classes: 321.9
-(encoder 312.9, decoder 8.2, einsum 0.8) vs 334 in ALGM supp. Tab. 2, i.e. -3.6%; the released
-PC config has 60 classes (322.0). The released PC config has the ADE20K layers, widths and heads,
-so no decoder setting closes the gap, and no square crop gives 334 (496 x 496: 346.5). A
-non-square 480 x 496 input (30 x 31 patches) gives 334.0, which suggests (without proof) that the
-paper's PC figure was counted on inputs that were not 480 x 480 squares. DToP reports 315 for the
-same model. The gap is documented in the tests rather than hidden.
-
-Deviations: the class token takes part in attention (the released backbone drops it after adding
-the position embeddings, `with_cls_token=False`; about +0.1% FLOPs), position embeddings are
-resized bilinearly (released: bicubic).
+Layout (released zbwxp/SegVit `ATMHead`), where merging meets the decoder (each level reads its
+layer's tokens unmerged to the full grid), GFLOPs checks and deviations: docs/MODELS.md.
 
 Training loss (`training_loss`, the released `ATMLoss`): a set-prediction loss on every level's
 class and mask logits. Query k stands for class k, so the matching is fixed, not Hungarian (the
@@ -47,17 +15,20 @@ summed with equal weights. As released, ignore-label pixels count as background 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ..data.transforms import IGNORE
 from .base import MergeStats, SegmentationModel
+from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
 from .vit import PATCH
-from .setr import layer_outputs, pad_to_patch, plain_vit_encoder, resize_crop
+from .blocks import pad_to_patch, resize_crop
+from .setr import layer_outputs, plain_vit_encoder
 
 # encoder depth -> 1-based layers the ATM decoder reads (shallow to deep)
 ATM_LAYERS: dict[int, tuple[int, ...]] = {12: (6, 8, 12), 24: (8, 16, 24)}
@@ -161,7 +132,7 @@ DICE_WEIGHT = 1.0
 
 
 def atm_loss(classes: Tensor, masks: Tensor, labels: Tensor, num_classes: int,
-             ignore_index: int = 255) -> Tensor:
+             ignore_index: int = IGNORE) -> Tensor:
     """Return SegViT's ATM loss summed over levels.
 
     classes: (L, B, K, K + 1) class logits; masks: (L, B, K, gh, gw) mask logits on the patch
@@ -241,7 +212,7 @@ class SegViT(SegmentationModel):
         """
         return self._decode(pad_to_patch(images))
 
-    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = IGNORE) -> Tensor:
         """Return the ATM set-prediction loss summed over the decoder levels (see module doc)."""
         classes, masks, _ = self.forward_atm(images)
         return atm_loss(classes, masks, labels, self.num_classes, ignore_index)
@@ -256,21 +227,12 @@ class SegViT(SegmentationModel):
         return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid()), stats
 
 
-def build_segvit(
-    cfg_model: Mapping,
-    backbone: str,
-    num_classes: int,
-    img_size: int,
-    schedule: MergeSchedule,
-) -> SegViT:
-    """Return the SegViT described by a `conf/model/segvit.yaml`-style mapping."""
-    return SegViT(
-        backbone=backbone,
-        num_classes=int(num_classes),
-        img_size=int(img_size),
-        schedule=schedule,
-        drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
-        decoder_layers=int(cfg_model.get("decoder_layers", 3)),
-        decoder_dropout=float(cfg_model.get("decoder_dropout", 0.1)),
-    )
+SEGVIT_OPTIONS = {"drop_path": (0.0, float), "pretrained": (False, bool),
+                  "decoder_layers": (3, int), "decoder_dropout": (0.1, float)}
+
+
+build_segvit = mapping_builder(SegViT, SEGVIT_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)
+
+register_family(name="segvit", builder=partial(build_vit_family, SegViT, SEGVIT_OPTIONS),
+                backbone="vit", merges=SCHEDULE_METHODS, bucket=True,
+                objective="ATM: class CE + focal + dice per layer", analyze=True)

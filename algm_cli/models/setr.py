@@ -1,51 +1,27 @@
 """SETR (Zheng et al., CVPR 2021) on the merging ViT encoder: naive, PUP and MLA decoders.
 
-Layouts follow the authors' released configs (fudan-zvg/SETR, ADE20K 512 x 512):
-- encoder: ViT-B/L patch 16, LayerNorm eps 1e-6 everywhere, no final norm (each head normalises
-  its own input with a LayerNorm eps 1e-6), dropout and drop-path 0.
-- naive: LayerNorm, 1x1 conv (C -> 256) + BN + ReLU, 1x1 classifier on the patch grid, bilinear
-  upsampling to the image. Auxiliary heads of the same form on layers 10, 15, 20 (ViT-L) or
-  3, 6, 9 (ViT-B, the released `Naive_Base` layout).
-- PUP: LayerNorm, four 3x3 conv (256) + BN + ReLU stages with 2x bilinear upsampling after the
-  first three, a 1x1 classifier at 1/2 resolution, 2x to the image. Auxiliary heads: LayerNorm,
-  3x3 conv + BN + ReLU, 4x upsampling, 1x1 classifier, on layers 10, 15, 20, 24 (ViT-L) or
-  5, 8, 10, 12 (ViT-B, the released DeiT-B layout).
-- MLA: layers 6, 12, 18, 24 (ViT-L) or 3, 6, 9, 12 (ViT-B), each LayerNorm-ed and projected by a
-  1x1 conv (256) + BN + ReLU; top-down aggregation (each level adds all deeper ones) followed by
-  a 3x3 conv + BN + ReLU per level; per-level head of two 3x3 convs (128) + BN + ReLU and 4x
-  upsampling (align_corners=True), concatenation (512) and a 3x3 classifier; auxiliary heads are
-  one bias-free 1x1 classifier per aggregated level.
-BatchNorm stands for the released SyncBN (a distributed training loop can convert it with
-`nn.SyncBatchNorm.convert_sync_batchnorm`).
+Layouts of the released configs (fudan-zvg/SETR), GFLOPs checks (only the naive decoder
+reproduces the paper, so it is the default) and deviations: docs/MODELS.md.
 
 Merging: the decoders are convolutional, so they read every layer UNMERGED on the full patch
 grid: the final tokens are unmerged with the merge state, intermediate layers come unmerged from
 the encoder (`outputs=`). With a schedule that merges nothing the model equals the baseline.
-
-GFLOPs (fvcore, ADE20K 512 x 512, 150 classes, auxiliary heads not run):
-    decoder   ViT-B    ViT-L
-    naive     107.5    362.7    (paper: SETR-B 108, ALGM Tab. 3; SETR-L 363, ALGM Tab. 1)
-    PUP       162.5    418.2    (four 3x3 convs up to 1/2 resolution)
-    MLA       123.7    379.1    (mostly its 3x3 classifier at 1/4 resolution)
-Only the naive decoder reproduces the paper (within 0.5%); the paper's SETR-L mIoU (48.1) is also
-the released SETR-Naive's (48.06), so `naive` is the configured default.
-
-Deviations from the released code: the class token takes part in attention for every decoder
-(the released MLA backbone drops it after adding position embeddings; about +0.1% FLOPs), and
-position embeddings are resized with the encoder's bilinear rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.transforms import IGNORE
 from .base import MergeStats, SegmentationModel
+from .blocks import pad_to_patch, resize_crop
+from .registry import SCHEDULE_METHODS, build_vit_family, mapping_builder, register_family
 from .schedule import NO_MERGE, MergeSchedule
-from .vit import PATCH, EncoderOutput, ViTEncoder
+from .vit import EncoderOutput, ViTEncoder
 
 LN_EPS = 1e-6  # LayerNorm eps of the released SETR and SegViT code
 DECODERS = ("naive", "pup", "mla")
@@ -82,23 +58,10 @@ def plain_vit_encoder(
     return encoder
 
 
-def pad_to_patch(images: Tensor) -> Tensor:
-    """Return images (B, 3, H, W) zero-padded on the bottom / right to multiples of 16."""
-    H, W = images.shape[-2:]
-    pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
-    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-
-
 def tokens_to_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """Return patch tokens (B, N, C) as a feature map (B, C, gh, gw)."""
     B, N, C = tokens.shape
     return tokens.transpose(1, 2).reshape(B, C, grid[0], grid[1])
-
-
-def resize_crop(x: Tensor, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """Return maps (B, K, h, w) upsampled bilinearly to the padded size and cropped to `size`."""
-    x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
-    return x[..., : size[0], : size[1]]
 
 
 def layer_outputs(enc: EncoderOutput, layers: tuple[int, ...], depth: int) -> dict[int, Tensor]:
@@ -285,7 +248,7 @@ class SETR(SegmentationModel):
         """Return (logits (B, K, H, W), [auxiliary logits (B, K, H, W)], stats), one encoding."""
         return self._forward(images, with_aux=True)
 
-    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = IGNORE) -> Tensor:
         """Return CE of the main head + `aux_weight` x CE of each auxiliary head (released recipe)."""
         logits, aux, _ = self._forward(images, with_aux=bool(len(self.aux_heads)))
         loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
@@ -299,21 +262,12 @@ class SETR(SegmentationModel):
         return self._forward(images, with_aux=True)[1]
 
 
-def build_setr(
-    cfg_model: Mapping,
-    backbone: str,
-    num_classes: int,
-    img_size: int,
-    schedule: MergeSchedule,
-) -> SETR:
-    """Return the SETR described by a `conf/model/setr.yaml`-style mapping."""
-    return SETR(
-        backbone=backbone,
-        num_classes=int(num_classes),
-        decoder=str(cfg_model.get("decoder", "naive")),
-        img_size=int(img_size),
-        schedule=schedule,
-        drop_path=float(cfg_model.get("drop_path", 0.0)),
-        pretrained=bool(cfg_model.get("pretrained", False)),
-        aux=bool(cfg_model.get("aux", True)),
-    )
+SETR_OPTIONS = {"decoder": ("naive", str), "drop_path": (0.0, float),
+                "pretrained": (False, bool), "aux": (True, bool)}
+
+
+build_setr = mapping_builder(SETR, SETR_OPTIONS)  # (cfg_model, backbone, classes, crop, schedule)
+
+register_family(name="setr", builder=partial(build_vit_family, SETR, SETR_OPTIONS),
+                backbone="vit", merges=SCHEDULE_METHODS, bucket=True,
+                objective="cross_entropy + 0.4 x auxiliary heads", analyze=True)

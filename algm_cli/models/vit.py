@@ -9,46 +9,23 @@ token kept aside and never merged (as released).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..merge import MergeState
 from .base import MergeStats
+from .blocks import (
+    attention_residual, embed, full_block, mlp_residual, padded_block, resize_pos_embed,
+)
+from .registry import backbone as backbone_facts
 from .schedule import NO_MERGE, MergeSchedule, apply_step
 
-# backbone name -> (timm model, embed dim, depth, heads); patch 16 everywhere
-BACKBONES: dict[str, tuple[str, int, int, int]] = {
-    "vit_t": ("vit_tiny_patch16_384", 192, 12, 3),
-    "vit_s": ("vit_small_patch16_384", 384, 12, 6),
-    "vit_b": ("vit_base_patch16_384", 768, 12, 12),
-    "vit_l": ("vit_large_patch16_384", 1024, 24, 16),
-}
-PATCH = 16
+PATCH = 16  # every ViT backbone (models/registry.py BACKBONES)
 PRETRAINED_SIZE = 384
-
-
-def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) -> Tensor:
-    """Return (1, prefix + gh*gw, C) position embeddings bilinearly resized to `grid`.
-
-    Segmenter's rule: the class-token embedding is kept, the patch embeddings are treated as a
-    square image and resized bilinearly (align_corners=False).
-    """
-    cls_pos, patch_pos = pos_embed[:, :prefix], pos_embed[:, prefix:]
-    n, c = int(patch_pos.shape[1]), int(patch_pos.shape[2])
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"position embeddings for {n} patches are not a square grid")
-    if (side, side) == (int(grid[0]), int(grid[1])):
-        return pos_embed
-    img = patch_pos.reshape(1, side, side, c).permute(0, 3, 1, 2)
-    img = F.interpolate(img, size=grid, mode="bilinear", align_corners=False)
-    return torch.cat([cls_pos, img.permute(0, 2, 3, 1).reshape(1, -1, c)], dim=1)
 
 
 @dataclass
@@ -62,52 +39,6 @@ class EncoderOutput:
     stats: MergeStats
     captured: dict[int, Tensor]  # layer -> (B, N', C) patch tokens after that layer's MHSA
     layers: dict[int, Tensor]  # layer -> (B, N, C) patch tokens after the layer, unmerged
-
-
-def attention(attn: nn.Module, x: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
-    """Return (timm Attention output, (q, k, v)) for x (B, N, C); bias is additive (B, 1, 1, N).
-
-    Same computation as timm's fused path, exposing q/k/v for the keys/queries/values metrics.
-    """
-    B, N, C = x.shape
-    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # (B, heads, N, d)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    dropout = attn.attn_drop.p if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-    out = attn.norm(out.transpose(1, 2).reshape(B, N, -1))
-    return attn.proj_drop(attn.proj(out)), (q, k, v)
-
-
-def full_block(blk: nn.Module, x: Tensor, bias: Tensor | None) -> Tensor:
-    """Return one timm block's output on x (B, L, C): attention residual, then MLP residual."""
-    out, _ = attention(blk.attn, blk.norm1(x), bias)
-    x = x + blk.drop_path1(blk.ls1(out))
-    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-
-
-def bucketed(length: int, bucket: int) -> int:
-    """Return `length` rounded up to a multiple of `bucket`."""
-    return -(-length // bucket) * bucket
-
-
-def padded_block(block_fn, blk: nn.Module, x: Tensor, bias: Tensor | None, bucket: int) -> Tensor:
-    """Run `block_fn` on x (B, L, C) zero-padded to a multiple of `bucket` tokens; return (B, L, C).
-
-    bucket=0 runs it unpadded.
-
-    Padded positions are masked out as keys (additive -inf), so the valid tokens' outputs equal
-    the unpadded block's; the padded rows are computed and dropped. With adaptive merging the
-    token count changes every image; padding to a few bucket sizes lets a compiled block reuse
-    its graphs instead of recompiling for every count.
-    """
-    B, L, _ = x.shape
-    extra = bucketed(L, bucket) - L if bucket else 0
-    if extra == 0:
-        return block_fn(blk, x, bias)
-    key_bias = x.new_zeros(B, 1, 1, L) if bias is None else bias.to(x.dtype)
-    key_bias = F.pad(key_bias, (0, extra), value=float("-inf"))
-    return block_fn(blk, F.pad(x, (0, 0, 0, extra)), key_bias)[:, :L]
 
 
 class ViTEncoder(nn.Module):
@@ -126,11 +57,12 @@ class ViTEncoder(nn.Module):
         pretrained: bool = False,
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
-        timm_name, self.dim, self.depth, self.heads = BACKBONES[backbone]
+        facts = backbone_facts(backbone)
+        if facts.kind != "vit":
+            raise ValueError(f"unknown backbone {backbone!r}; expected a ViT (vit_t..vit_l)")
+        self.dim, self.depth, self.heads = facts.dim, facts.depth, facts.heads
         vit = timm.create_model(
-            timm_name,
+            facts.timm_name,
             pretrained=pretrained,
             img_size=PRETRAINED_SIZE if pretrained else img_size,
             num_classes=0,
@@ -163,11 +95,7 @@ class ViTEncoder(nn.Module):
         original patch gets the token it was merged into at that depth.
         """
         B = images.shape[0]
-        x = self.patch_embed.proj(images)  # (B, C, gh, gw)
-        grid = (int(x.shape[2]), int(x.shape[3]))
-        x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        x = x + resize_pos_embed(self.pos_embed, grid)
+        x, grid = embed(self, images)  # (B, 1 + N, C)
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
         captured: dict[int, Tensor] = {}
@@ -182,14 +110,13 @@ class ViTEncoder(nn.Module):
             if spec is None and layer not in capture:  # a plain block: no merge, nothing kept
                 x = padded_block(self.block_fn, blk, x, bias, self.bucket if merged else 0)
             else:
-                out, qkv = attention(blk.attn, blk.norm1(x), bias)
-                x = x + blk.drop_path1(blk.ls1(out))
+                x, qkv = attention_residual(blk, x, bias)
                 if layer in capture:
                     captured[layer] = x[:, 1:]
                 if spec is not None and schedule.placement == "between":
                     x, state = self._merge(spec, schedule, x, state, grid, qkv)
                     stats[spec.label] = state.num_tokens / state.num_original
-                x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+                x = mlp_residual(blk, x)
                 if spec is not None and schedule.placement == "after_mlp":
                     x, state = self._merge(spec, schedule, x, state, grid, None)
                     stats[spec.label] = state.num_tokens / state.num_original

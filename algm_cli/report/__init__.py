@@ -3,8 +3,8 @@
     from algm_cli.report import render_report
     paths = render_report(Path("results/runs"), Path("results/paper"), Path("results/report"))
 
-Heavy imports (pandas, matplotlib) happen inside the functions, so importing this package (for
-example `algm_cli.report.tune` from `algm tune`) stays cheap.
+Heavy imports (pandas, matplotlib) happen inside the functions, so importing this package stays
+cheap.
 """
 
 from __future__ import annotations

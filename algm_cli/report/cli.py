@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from ..engine.setup import report_error
+from ..engine.spec import report_error
 from . import build_report
 
 

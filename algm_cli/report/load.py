@@ -20,20 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-REQUIRED_COLUMNS = ("run_id", "timestamp", "model", "backbone", "dataset", "method", "status")
-METRIC_COLUMNS = ("miou", "ims", "gflops", "kept_clap", "kept_final")
-TEXT_COLUMNS = ("model", "backbone", "decoder", "dataset", "method", "setting", "window", "modules",
-                "placement", "merge_value", "metric", "throughput_mode", "status")
-BOOL_COLUMNS = ("reduce", "tuned", "smoke")
-LAYER_COLUMNS = ("clap_layer", "gbm_layers")
-THRESHOLD_COLUMNS = ("train_clap_threshold", "train_gbm_threshold", "clap_threshold",
-                     "gbm_threshold")
-CONFIG_DEFAULTS = {"setting": "training", "tuned": "false", "smoke": "false", "window": "2x2",
-                   "placement": "between", "merge_value": "mean", "reduce": "true",
-                   "metric": "tokens"}
-OPTIONAL_COLUMNS = ("experiment", "device", "git_commit", "decoder", "crop_size", "seed",
-                    "throughput_mode", "modules", "tau_calibrated", *LAYER_COLUMNS,
-                    *THRESHOLD_COLUMNS, *METRIC_COLUMNS, *CONFIG_DEFAULTS)
+from ..engine.rows import (  # the row schema, shared with the engine
+    BOOL_COLUMNS, CONFIG_DEFAULTS, LAYER_COLUMNS, METRIC_COLUMNS, OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS, TEXT_COLUMNS, THRESHOLD_COLUMNS,
+)
+
 # Filter key with a special meaning: inference thresholds equal the training ones (not lowered).
 AS_TRAINED = "as_trained"
 

@@ -5,7 +5,7 @@ import torch
 
 from algm_cli.models.schedule import algm_schedule
 from algm_cli.models.segmenter import Segmenter
-from algm_cli.models.vit import bucketed, full_block, padded_block
+from algm_cli.models.blocks import bucketed, full_block, padded_block
 
 
 def test_bucketed_rounds_up():

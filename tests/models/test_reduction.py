@@ -115,7 +115,7 @@ def test_token_counts_after_each_step_match_the_setting(spec):
 def test_act_with_one_cluster_per_token_equals_the_baseline_through_kmeans():
     # 4 x 4 grid, 16 clusters: the k-means path itself (not the exact shortcut) at full count
     from algm_cli.models.reduction import act_attention
-    from algm_cli.models.vit import attention
+    from algm_cli.models.blocks import attention
 
     model, _ = reduced("vit_t", ACTSpec(1, 1.0))
     blk = model.encoder.blocks[0]

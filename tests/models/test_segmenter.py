@@ -5,7 +5,7 @@ import torch
 
 from algm_cli.models.schedule import MergeSchedule, MergeStepSpec, algm_schedule
 from algm_cli.models.segmenter import Segmenter, load_checkpoint
-from algm_cli.models.vit import resize_pos_embed
+from algm_cli.models.blocks import resize_pos_embed
 
 IMG = 64  # a 4x4 patch grid keeps every backbone cheap
 

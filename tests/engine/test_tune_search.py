@@ -2,7 +2,7 @@
 
 import pytest
 
-from algm_cli.report.tune import find_star_threshold
+from algm_cli.engine.tune_search import find_star_threshold
 
 
 def linear(tau: float) -> float:
