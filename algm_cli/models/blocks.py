@@ -41,13 +41,24 @@ def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1) 
 
 
 def embed(encoder: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Return (tokens (B, 1 + N, C) with class token and position embeddings, grid (h, w))."""
+    """Return (tokens (B, P + N, C) with prefix tokens and position embeddings, grid (h, w)).
+
+    The prefix is the class token, then the encoder's register tokens if it has any
+    (`encoder.reg_token`, DINOv2). Position embeddings cover the class token and the patches
+    (Segmenter, AugReg ViTs), or the patches only when the encoder has registers (DINOv2, timm's
+    `no_embed_class`).
+    """
     B = images.shape[0]
     x = encoder.patch_embed.proj(images)  # (B, C, h, w)
     grid = (int(x.shape[2]), int(x.shape[3]))
     x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    return x + resize_pos_embed(encoder.pos_embed, grid), grid
+    registers = getattr(encoder, "reg_token", None)
+    if registers is None:
+        x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
+        return x + resize_pos_embed(encoder.pos_embed, grid), grid
+    x = x + resize_pos_embed(encoder.pos_embed, grid, prefix=0)
+    prefix = torch.cat([encoder.cls_token, registers], dim=1).expand(B, -1, -1)
+    return torch.cat([prefix, x], dim=1), grid
 
 
 def with_cls(cls: Tensor, patches: Tensor) -> Tensor:

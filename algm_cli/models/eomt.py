@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
@@ -35,17 +34,12 @@ from torch import Tensor, nn
 
 from ..merge import MergeState
 from .base import MergeStats, SegmentationModel
+from .blocks import attention, embed, pad_to_patch, resize_crop
+from .registry import SCHEDULE_METHODS, BuildRequest, read_options, register_family
 from .schedule import NO_MERGE, MergeSchedule, apply_step
-from .vit import attention
+from .vit import ViTEncoder
 
 PATCH = 16
-# backbone name -> timm DINOv2 model with 4 registers (EoMT's default family)
-DINOV2: dict[str, str] = {
-    "dinov2_s": "vit_small_patch14_reg4_dinov2",
-    "dinov2_b": "vit_base_patch14_reg4_dinov2",
-    "dinov2_l": "vit_large_patch14_reg4_dinov2",
-    "dinov2_g": "vit_giant_patch14_reg4_dinov2",
-}
 # mask-annealing windows of the released ADE20K semantic config (iterations 6520 .. 32600 of a
 # 40k schedule), as fractions of the run's iterations: block k anneals over [start_k, end_k]
 ANNEAL_START = (0.163, 0.326, 0.489, 0.652)
@@ -100,13 +94,9 @@ class EoMT(SegmentationModel):
         points: int = 12544,
     ) -> None:
         super().__init__()
-        if backbone not in DINOV2:
-            raise ValueError(f"unknown EoMT backbone {backbone!r}; expected one of {list(DINOV2)}")
-        vit = timm.create_model(DINOV2[backbone], pretrained=pretrained, img_size=img_size,
-                                patch_size=PATCH, num_classes=0, drop_path_rate=drop_path,
-                                dynamic_img_size=True)
-        self.vit, self.num_classes = vit, num_classes
-        self.dim, self.depth, self.prefix = vit.embed_dim, len(vit.blocks), vit.num_prefix_tokens
+        self.encoder = ViTEncoder(backbone, img_size, drop_path, pretrained)
+        self.num_classes, self.dim = num_classes, self.encoder.dim
+        self.depth, self.prefix = self.encoder.depth, self.encoder.prefix
         if not 1 <= query_blocks <= self.depth:
             raise ValueError(f"query_blocks must lie in [1, {self.depth}]; got {query_blocks}")
         self.num_queries, self.query_blocks = num_queries, query_blocks
@@ -120,9 +110,6 @@ class EoMT(SegmentationModel):
             nn.Linear(self.dim, self.dim))
         upscales = max(1, int(math.log2(PATCH)) - 2)
         self.upscale = nn.Sequential(*[ScaleBlock(self.dim) for _ in range(upscales)])
-        mean, std = vit.pretrained_cfg["mean"], vit.pretrained_cfg["std"]
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
         self.iterations, self.points = max(int(iterations), 1), points
 
@@ -177,18 +164,16 @@ class EoMT(SegmentationModel):
 
     def forward_all(self, images: Tensor) -> tuple[list[tuple[Tensor, Tensor]], MergeStats]:
         """Return every prediction (class, mask logits) (query blocks, then final) and merge stats."""
-        x = (images - self.pixel_mean) / self.pixel_std
-        x = self.vit._pos_embed(self.vit.patch_embed(x))
+        x, grid = embed(self.encoder, self.encoder.prepare(images))  # (B, P + N, C)
         B = x.shape[0]
-        grid = (images.shape[-2] // PATCH, images.shape[-1] // PATCH)
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         predictions, stats, probs = [], {}, self.mask_probabilities()
-        for layer, blk in enumerate(self.vit.blocks, start=1):
+        for layer, blk in enumerate(self.encoder.blocks, start=1):
             bias = None
             if layer == self.first_query_layer:
                 x = torch.cat([self.queries.weight.expand(B, -1, -1), x], dim=1)
             if layer >= self.first_query_layer:
-                classes, masks = self.predict(self.vit.norm(x), state, grid)
+                classes, masks = self.predict(self.encoder.norm(x), state, grid)
                 predictions.append((classes, masks))
                 bias = self.attention_bias(masks, state, grid, probs[layer - self.first_query_layer])
             out, qkv = attention(blk.attn, blk.norm1(x), bias)
@@ -198,7 +183,7 @@ class EoMT(SegmentationModel):
                 x, state = self._merge(spec, x, state, grid, qkv)
                 stats[spec.label] = state.num_tokens / state.num_original
             x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-        predictions.append(self.predict(self.vit.norm(x), state, grid))
+        predictions.append(self.predict(self.encoder.norm(x), state, grid))
         return predictions, stats
 
     def _merge(self, spec, x: Tensor, state: MergeState, grid, qkv) -> tuple[Tensor, MergeState]:
@@ -213,13 +198,10 @@ class EoMT(SegmentationModel):
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (semantic scores (B, K, H, W), merge statistics)."""
-        H, W = images.shape[-2:]
-        pad_h, pad_w = (-H) % PATCH, (-W) % PATCH
-        padded = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        padded = pad_to_patch(images, PATCH)
         predictions, stats = self.forward_all(padded)
         scores = semantic_scores(*predictions[-1])
-        scores = F.interpolate(scores, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return scores[..., :H, :W], stats
+        return resize_crop(scores, padded.shape[-2:], images.shape[-2:]), stats
 
     def training_loss(self, images: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
         """Return the set loss summed over every prediction; advance the annealing step."""
@@ -229,3 +211,19 @@ class EoMT(SegmentationModel):
         self.train_step += 1
         # masks stay at stride 4: the loss samples points in normalised coordinates
         return set_loss(predictions, labels, self.num_classes, ignore_index, points=self.points)
+
+
+# model options of conf/model/eomt.yaml: key -> (default, cast)
+EOMT_OPTIONS = {"num_queries": (100, int), "query_blocks": (4, int), "drop_path": (0.0, float),
+                "pretrained": (False, bool), "points": (12544, int)}
+
+
+def build_eomt(request: BuildRequest) -> EoMT:
+    """Return the EoMT of `request` (backbone, classes, crop, schedule, model options)."""
+    return EoMT(request.backbone, request.num_classes, request.img_size, request.schedule,
+                iterations=request.train_iterations, **read_options(request.model, EOMT_OPTIONS))
+
+
+register_family(name="eomt", builder=build_eomt, backbone="vit", merges=SCHEDULE_METHODS,
+                batching=("min",), bucket=False, objective="mask classification (set loss)",
+                registers=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..merge import MergeState, check_threshold, clap_merge, gbm_merge, tome_merge
-from ..merge.newer import LINKAGES, atc_merge, mutual_pair_merge, pitome_merge
+from ..merge.newer import LINKAGES, atc_merge, mutual_pair_merge, pitome_margin, pitome_merge
 
 METHODS = ("clap", "gbm", "tome", "pitome", "mpm", "atc")
 PLACEMENTS = ("between", "after_mlp")
@@ -130,6 +130,34 @@ def algm_schedule(
     return MergeSchedule(steps=tuple(sorted(steps, key=lambda s: s.layer)), **options)
 
 
+def newer_schedule(
+    method: str,
+    depth: int,
+    setting: float,
+    layers: tuple[int, ...],
+    margin_rule: str = "released",
+    linkage: str = "average",
+    **options,
+) -> MergeSchedule:
+    """Return the schedule of a newer training-free merge: one `method` step in each of `layers`.
+
+    setting: PiToMe / ATC the fraction of tokens each step keeps (PiToMe's `ratio`), MPM its
+    similarity threshold. PiToMe's margin follows the layer (`pitome_margin`).
+    """
+    steps = []
+    for layer in layers:
+        if method == "mpm":
+            steps.append(MergeStepSpec(layer, "mpm", threshold=float(setting)))
+        elif method == "pitome":
+            steps.append(MergeStepSpec(layer, "pitome", keep=float(setting),
+                                       margin=pitome_margin(layer, depth, margin_rule)))
+        elif method == "atc":
+            steps.append(MergeStepSpec(layer, "atc", keep=float(setting), linkage=linkage))
+        else:
+            raise ValueError(f"newer_schedule: unknown method {method!r}")
+    return MergeSchedule(steps=tuple(sorted(steps, key=lambda s: s.layer)), **options)
+
+
 def apply_step(
     spec: MergeStepSpec,
     schedule: MergeSchedule,
@@ -151,7 +179,7 @@ def apply_step(
         return gbm_merge(x, state, threshold=spec.threshold, inclusive=schedule.inclusive, **common)
     if spec.method == "mpm":
         return mutual_pair_merge(x, state, spec.threshold, inclusive=schedule.inclusive, **common)
-    n = x.shape[1]
+    n = int(x.shape[1])
     if spec.method == "pitome":  # the release's r = floor(N - N * ratio)
         return pitome_merge(x, state, math.floor(n - n * spec.keep), spec.margin, **common)
     if spec.method == "atc":

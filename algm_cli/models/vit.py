@@ -42,7 +42,7 @@ class EncoderOutput:
 
 
 class ViTEncoder(nn.Module):
-    """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks.
+    """ViT-T/S/B/L (AugReg) or DINOv2 patch-16 encoder with prefix tokens and merge hooks.
 
     bucket: 0 (default) runs every block at its exact token count; n > 0 pads the tokens of the
     blocks after a merge to a multiple of n (masked keys), so that a compiled `block_fn`
@@ -61,20 +61,35 @@ class ViTEncoder(nn.Module):
         if facts.kind != "vit":
             raise ValueError(f"unknown backbone {backbone!r}; expected a ViT (vit_t..vit_l)")
         self.dim, self.depth, self.heads = facts.dim, facts.depth, facts.heads
-        vit = timm.create_model(
-            facts.timm_name,
-            pretrained=pretrained,
-            img_size=PRETRAINED_SIZE if pretrained else img_size,
-            num_classes=0,
-            drop_path_rate=drop_path,
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),  # Segmenter's eps (timm's ViT: 1e-6)
-        )
+        self.prefix = 1 + facts.registers  # class token (+ registers), never merged
+        if facts.registers:  # DINOv2: timm's own norms (eps 1e-6, as pretrained), patch 16
+            options = dict(img_size=img_size, patch_size=PATCH)
+        else:  # AugReg ViT: Segmenter's eps (timm's ViT: 1e-6)
+            options = dict(img_size=PRETRAINED_SIZE if pretrained else img_size,
+                           norm_layer=partial(nn.LayerNorm, eps=1e-5))
+        vit = timm.create_model(facts.timm_name, pretrained=pretrained, num_classes=0,
+                                drop_path_rate=drop_path, **options)
         self.patch_embed, self.blocks, self.norm = vit.patch_embed, vit.blocks, vit.norm
         self.cls_token = vit.cls_token
+        if facts.registers:
+            self.reg_token = vit.reg_token
+            # the data are normalised with mean = std = 0.5 (Segmenter); DINOv2 was trained on
+            # ImageNet's statistics: x' = (0.5 x + 0.5 - mean) / std, as an affine map
+            mean = torch.tensor(vit.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(vit.pretrained_cfg["std"]).view(1, 3, 1, 1)
+            self.register_buffer("input_scale", 0.5 / std, persistent=False)
+            self.register_buffer("input_shift", (0.5 - mean) / std, persistent=False)
         grid = (img_size // PATCH, img_size // PATCH)
-        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid))
+        pos_prefix = 0 if facts.registers else 1  # DINOv2: no class-token position embedding
+        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid, pos_prefix))
         self.bucket = 0
         self.block_fn = full_block
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return images in the backbone's own normalisation (DINOv2: ImageNet statistics)."""
+        if not hasattr(self, "input_scale"):
+            return images
+        return images * self.input_scale + self.input_shift
 
     def compile_blocks(self, **options) -> None:
         """Run the blocks without a merge step through `torch.compile(full_block, **options)`."""
@@ -95,7 +110,7 @@ class ViTEncoder(nn.Module):
         original patch gets the token it was merged into at that depth.
         """
         B = images.shape[0]
-        x, grid = embed(self, images)  # (B, 1 + N, C)
+        x, grid = embed(self, self.prepare(images))  # (B, P + N, C), P = self.prefix
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
         captured: dict[int, Tensor] = {}
@@ -112,7 +127,7 @@ class ViTEncoder(nn.Module):
             else:
                 x, qkv = attention_residual(blk, x, bias)
                 if layer in capture:
-                    captured[layer] = x[:, 1:]
+                    captured[layer] = x[:, self.prefix:]
                 if spec is not None and schedule.placement == "between":
                     x, state = self._merge(spec, schedule, x, state, grid, qkv)
                     stats[spec.label] = state.num_tokens / state.num_original
@@ -121,18 +136,17 @@ class ViTEncoder(nn.Module):
                     x, state = self._merge(spec, schedule, x, state, grid, None)
                     stats[spec.label] = state.num_tokens / state.num_original
             if layer in outputs:
-                layers[layer] = state.unmerge(x[:, 1:])
+                layers[layer] = state.unmerge(x[:, self.prefix:])
         x = self.norm(x)
-        return EncoderOutput(x[:, 1:], x[:, :1], state, grid, stats, captured, layers)
+        return EncoderOutput(x[:, self.prefix:], x[:, :1], state, grid, stats, captured, layers)
 
-    @staticmethod
-    def _merge(spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
-        """Merge the patch tokens of x (B, 1 + N, C); the class token stays first and unmerged."""
-        cls, patches = x[:, :1], x[:, 1:]
+    def _merge(self, spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
+        """Merge the patch tokens of x (B, P + N, C); the prefix tokens stay first, unmerged."""
+        prefix, patches = x[:, : self.prefix], x[:, self.prefix:]
         metric = None
         if schedule.metric != "tokens":
             q, k, v = qkv
             chosen = {"queries": q, "keys": k, "values": v}[schedule.metric]
-            metric = chosen.mean(dim=1)[:, 1:]  # (B, N, d): averaged over heads, class dropped
+            metric = chosen.mean(dim=1)[:, self.prefix:]  # (B, N, d): head mean, prefix dropped
         patches, state = apply_step(spec, schedule, patches, state, grid, metric)
-        return torch.cat([cls, patches], dim=1), state
+        return torch.cat([prefix, patches], dim=1), state

@@ -16,9 +16,9 @@ def model():
 
 
 def blocky(seed: int) -> torch.Tensor:
-    """Return (2, 3, 64, 64) images made of 8 x 8 constant blocks (so windows can merge)."""
+    """Return (2, 3, 64, 64) images made of 32 x 32 constant blocks (so windows can merge)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 3, 8, 8, generator=g).repeat_interleave(8, -1).repeat_interleave(8, -2)
+    return torch.randn(2, 3, 2, 2, generator=g).repeat_interleave(32, -1).repeat_interleave(32, -2)
 
 
 def test_annealing_windows_hand_values():
