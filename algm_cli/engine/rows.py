@@ -41,7 +41,7 @@ def identity_columns(spec: RunSpec) -> dict:
     train_clap, train_gbm = merge.train_thresholds
     steps = [("clap", m["clap_layer"])] if m["clap_layer"] is not None else []
     steps += [("gbm", layer) for layer in m["gbm_layers"]]
-    if not merge.schedule_based:  # a baseline or Segformer++: its own name
+    if not merge.schedule_based or merge.newer:  # a baseline: its own name
         steps = [(merge.method, 0)]
     merging = merge.method != "none"
     direct = merging and (spec.checkpoint is not None or not merge.during_training)
@@ -68,7 +68,8 @@ def identity_columns(spec: RunSpec) -> dict:
         "clap_threshold": eval_clap if algm_family else None,
         "gbm_threshold": eval_gbm if algm_family else None,
         "tome_r": m["tome_r"] if merge.method == "tome" else None,
-        "reduction": m.get("setting") if merge.method in spec.family.merge_builders else None,
+        "reduction": (m.get("setting") if merge.method in spec.family.merge_builders
+                      or merge.newer else None),
         "variant": m.get("variant") if merge.method in spec.family.merge_builders else None,
         "tuned": False,
         "task": spec.task["name"],

@@ -15,8 +15,10 @@ import torch
 from torch import Tensor
 
 from ..models.base import SegmentationModel
-from ..models.registry import SCHEDULE_METHODS, THRESHOLD_METHODS, BuildRequest
-from ..models.schedule import NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule
+from ..models.registry import NEWER_METHODS, SCHEDULE_METHODS, THRESHOLD_METHODS, BuildRequest
+from ..models.schedule import (
+    NO_MERGE, MergeSchedule, MergeStepSpec, algm_schedule, newer_schedule,
+)
 from .spec import (
     ConfigError, RunSpec, check_thresholds, report_error, resolve_spec, run_key, thresholds,
     threshold_value,
@@ -67,6 +69,10 @@ def build_schedule(spec, phase: str, tau: float | None) -> MergeSchedule:
             steps = tuple(MergeStepSpec(layer, "tome", r=int(m["tome_r"]))
                           for layer in range(1, depth + 1))
             return MergeSchedule(steps, **options)
+        if merge.method in NEWER_METHODS:
+            return newer_schedule(merge.method, spec.backbone.depth, float(m["setting"]),
+                                  newer_layers(merge.method, m, spec.backbone.depth),
+                                  m["margin_rule"], m["linkage"], **options)
         clap_raw, gbm_raw = merge.train_thresholds if phase == "train" else merge.eval_thresholds
         clap = threshold_value(clap_raw, "merge.clap_threshold", merge.released_clap, tau)
         gbm = threshold_value(gbm_raw, "merge.gbm_threshold", None, tau)
@@ -85,6 +91,18 @@ def build_schedule(spec, phase: str, tau: float | None) -> MergeSchedule:
         raise ConfigError(f"merge config: {err}") from None
 
 
+def newer_layers(method: str, m, depth: int) -> tuple[int, ...]:
+    """Return the layers of a newer merge: `merge.layers`, else its default placement.
+
+    Defaults: PiToMe every block (as released); MPM ALGM's positions (layer 1 and the GBM
+    layers); ATC the GBM layers (one clustering in the middle of the encoder).
+    """
+    if m.get("layers") is not None:
+        return tuple(int(x) for x in m["layers"])
+    gbm = tuple(int(x) for x in m["gbm_layers"])
+    return {"pitome": tuple(range(1, depth + 1)), "mpm": (1, *gbm), "atc": gbm}[method]
+
+
 def build_model(spec, schedule: MergeSchedule, phase: str = "eval") -> SegmentationModel:
     """Return the configured model with `schedule` (ALGM / ToMe steps of ViT models).
 
@@ -99,6 +117,7 @@ def build_model(spec, schedule: MergeSchedule, phase: str = "eval") -> Segmentat
         img_size=spec.dataset.crop, schedule=schedule, model=spec.model_options,
         merge=merge.options, reduction_active=merge.reduction_active(phase),
         batching=merge.batching, bucket=merge.bucket,
+        train_iterations=spec.train.iterations if spec.train is not None else 1,
     )
     try:
         if task_name(spec) == "pose":  # the pose heads of the Segformer family (engine/tasks.py)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.transforms import IGNORE
 from ..models.registry import BackboneFacts, Family, backbone as backbone_facts, family
-from ..models.registry import SCHEDULE_METHODS, THRESHOLD_METHODS
+from ..models.registry import NEWER_METHODS, SCHEDULE_METHODS, THRESHOLD_METHODS
 from .store import config_key
 from .tasks import check_task
 from .train import recipe_options
@@ -76,6 +76,11 @@ class MergeSpec:
     def schedule_based(self) -> bool:
         """True for methods run as an encoder schedule (none, ALGM family, ToMe)."""
         return self.method in SCHEDULE_METHODS
+
+    @property
+    def newer(self) -> bool:
+        """True for the newer training-free schedules (PiToMe, MPM, ATC)."""
+        return self.method in NEWER_METHODS
 
     @property
     def threshold_based(self) -> bool:

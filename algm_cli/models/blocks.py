@@ -43,17 +43,27 @@ def resize_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int = 1,
 
 
 def embed(encoder: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Return (tokens (B, 1 + N, C) with class token and position embeddings, grid (h, w)).
+    """Return (tokens (B, P + N, C) with prefix tokens and position embeddings, grid (h, w)).
 
-    An encoder with `prefix` 0 (class_token=False) drops the class token after the position
-    embeddings are added (mmseg's with_cls_token=False); `pos_resize` picks the interpolation.
+    The prefix is the class token, then the encoder's register tokens if it has any
+    (`encoder.reg_token`, DINOv2). Position embeddings cover the class token and the patches
+    (Segmenter, AugReg ViTs), or the patches only when the encoder has registers (DINOv2, timm's
+    `no_embed_class`). An encoder with `prefix` 0 (class_token=False) drops the class token after
+    the position embeddings are added (mmseg's with_cls_token=False); `pos_resize` picks the
+    interpolation.
     """
     B = images.shape[0]
     x = encoder.patch_embed.proj(images)  # (B, C, h, w)
     grid = (int(x.shape[2]), int(x.shape[3]))
     x = x.flatten(2).transpose(1, 2)
+    mode = getattr(encoder, "pos_resize", "bilinear")
+    registers = getattr(encoder, "reg_token", None)
+    if registers is not None:
+        x = x + resize_pos_embed(encoder.pos_embed, grid, prefix=0, mode=mode)
+        prefix = torch.cat([encoder.cls_token, registers], dim=1).expand(B, -1, -1)
+        return torch.cat([prefix, x], dim=1), grid
     x = torch.cat([encoder.cls_token.expand(B, -1, -1), x], dim=1)
-    x = x + resize_pos_embed(encoder.pos_embed, grid, mode=getattr(encoder, "pos_resize", "bilinear"))
+    x = x + resize_pos_embed(encoder.pos_embed, grid, mode=mode)
     return x[:, 1 - getattr(encoder, "prefix", 1) :], grid
 
 

@@ -32,6 +32,7 @@ class BackboneFacts:
     heads: int  # ViT: heads; MiT: last-stage heads
     patch: int  # ViT: patch size; MiT: stride of the first stage
     timm_name: str | None = None
+    registers: int = 0  # register tokens after the class token (DINOv2 with registers)
 
 
 BACKBONES: dict[str, BackboneFacts] = {
@@ -39,6 +40,14 @@ BACKBONES: dict[str, BackboneFacts] = {
     "vit_s": BackboneFacts("vit_s", "vit", 384, 12, 6, 16, "vit_small_patch16_384"),
     "vit_b": BackboneFacts("vit_b", "vit", 768, 12, 12, 16, "vit_base_patch16_384"),
     "vit_l": BackboneFacts("vit_l", "vit", 1024, 24, 16, 16, "vit_large_patch16_384"),
+    # DINOv2 with 4 registers, built with patch 16 as EoMT does (timm resamples the patch-14
+    # kernel of pretrained weights); position embeddings cover the patches only
+    "dinov2_s": BackboneFacts("dinov2_s", "vit", 384, 12, 6, 16, "vit_small_patch14_reg4_dinov2", 4),
+    "dinov2_b": BackboneFacts("dinov2_b", "vit", 768, 12, 12, 16, "vit_base_patch14_reg4_dinov2", 4),
+    "dinov2_l": BackboneFacts("dinov2_l", "vit", 1024, 24, 16, 16, "vit_large_patch14_reg4_dinov2",
+                              4),
+    "dinov2_g": BackboneFacts("dinov2_g", "vit", 1536, 40, 24, 16, "vit_giant_patch14_reg4_dinov2",
+                              4),
     "mit_b0": BackboneFacts("mit_b0", "mit", 256, 8, 8, 4),
     "mit_b1": BackboneFacts("mit_b1", "mit", 512, 8, 8, 4),
     "mit_b2": BackboneFacts("mit_b2", "mit", 512, 16, 8, 4),
@@ -51,7 +60,7 @@ BACKBONES: dict[str, BackboneFacts] = {
     "eva02_b": BackboneFacts("eva02_b", "eva", 768, 12, 12, 16, "eva02_base_patch14_224"),
     "eva02_l": BackboneFacts("eva02_l", "eva", 1024, 24, 16, 16, "eva02_large_patch14_224"),
 }
-BACKBONE_KINDS = {"vit": "vit_t, vit_s, vit_b or vit_l", "mit": "mit_b0..mit_b5",
+BACKBONE_KINDS = {"vit": "vit_t, vit_s, vit_b, vit_l or dinov2_s..dinov2_g", "mit": "mit_b0..mit_b5",
                   "eva": "eva_g or eva02_t/s/b/l"}
 
 
@@ -67,7 +76,9 @@ def backbone(name: str) -> BackboneFacts:
 # ALGM and its ablations: thresholds (a number, `released` or `auto` = calibrated)
 THRESHOLD_METHODS = ("algm", "clap_only", "gbm_only")
 # methods that run as a MergeSchedule inside the ViT encoder (no extra modules in the model)
-SCHEDULE_METHODS = ("none", *THRESHOLD_METHODS, "tome")
+# training-free merges published after ALGM, run as encoder schedules (merge/newer.py)
+NEWER_METHODS = ("pitome", "mpm", "atc")
+SCHEDULE_METHODS = ("none", *THRESHOLD_METHODS, "tome", *NEWER_METHODS)
 
 
 # --------------------------------------------------------------------------------- families
@@ -84,6 +95,7 @@ class BuildRequest:
     model: Mapping  # the family's options (conf/model/<name>.yaml)
     merge: Mapping  # the merge options (conf/merge/<method>.yaml)
     reduction_active: bool = False  # a model-built merge method acts in this phase
+    train_iterations: int = 1  # the run's training length (EoMT anneals its masks over it)
     batching: str = "min"
     bucket: int = 0
 
@@ -104,6 +116,7 @@ class Family:
     objective: str = "cross_entropy"
     converters: Mapping[str, Callable] = field(default_factory=dict)
     analyze: bool = False  # `algm analyze` can read its encoder
+    registers: bool = False  # accepts backbones with register tokens (DINOv2)
     merge_builders: dict[str, Builder] = field(default_factory=dict)  # model-built methods
 
     def check(self, backbone_name: str, merge: str, batching: str, bucket: int) -> None:
@@ -114,6 +127,12 @@ class Family:
         if backbone(backbone_name).kind != self.backbone:
             raise ValueError(f"backbone={backbone_name} does not fit model={self.name}; "
                              f"expected backbone={BACKBONE_KINDS[self.backbone]}")
+        if backbone(backbone_name).registers and not (
+                self.registers and batching == "min" and merge not in self.merge_builders):
+            accepting = ", ".join(n for n, f in _FAMILIES.items() if f.registers)
+            raise ValueError(f"backbone={backbone_name} (register tokens) does not apply to "
+                             f"model={self.name} merge={merge} merge.batching={batching}; "
+                             f"expected model= one of {accepting}, a schedule merge, batching=min")
         ragged_ok = batching in self.batching and (
             batching == "min" or merge not in self.merge_builders)
         if not ragged_ok:
@@ -133,7 +152,7 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 # modules that register families (imported on first use, so the registry imports no model)
 FAMILY_MODULES = ("segmenter", "setr", "segvit", "segformer", "reduction", "downsample",
-                  "mask2former", "learned")
+                  "mask2former", "learned", "eomt")
 
 
 def register_family(name: str, builder: Builder, backbone: str, merges: tuple[str, ...],

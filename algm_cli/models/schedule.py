@@ -7,13 +7,15 @@ paper (CLAP in layer 1, GBM in layer 5 for ViT-T/S/B and 7 for ViT-L, supp. Tab.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from ..merge import MergeState, check_threshold, clap_merge, gbm_merge, tome_merge
+from ..merge.newer import LINKAGES, atc_merge, mutual_pair_merge, pitome_margin, pitome_merge
 
-METHODS = ("clap", "gbm", "tome")
+METHODS = ("clap", "gbm", "tome", "pitome", "mpm", "atc")
 PLACEMENTS = ("between", "after_mlp")
 METRICS = ("tokens", "keys", "queries", "values")
 
@@ -26,6 +28,9 @@ class MergeStepSpec:
     rule: GBM threshold rule, "fixed" (the paper's calibrated tau) or "released" (the authors'
       in-batch rule mean + std / layer, which ignores `threshold`).
     r: ToMe's fixed number of merges.
+    keep: PiToMe / ATC: fraction of the step's input tokens kept (PiToMe's `ratio`).
+    margin: PiToMe's energy margin for this layer. linkage: ATC's linkage.
+    The threshold of "mpm" is its similarity threshold.
     """
 
     layer: int
@@ -33,6 +38,9 @@ class MergeStepSpec:
     threshold: float | None = None
     rule: str = "fixed"
     r: int = 0
+    keep: float = 1.0
+    margin: float = 0.5
+    linkage: str = "average"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -41,13 +49,17 @@ class MergeStepSpec:
             raise ValueError(f"merge layers are 1-based; got layer {self.layer}")
         if self.rule not in ("fixed", "released"):
             raise ValueError(f"GBM threshold rule must be 'fixed' or 'released'; got {self.rule!r}")
-        needs_tau = self.method == "clap" or (self.method == "gbm" and self.rule == "fixed")
+        needs_tau = self.method in ("clap", "mpm") or (self.method == "gbm" and self.rule == "fixed")
         if needs_tau:
             if self.threshold is None:
                 raise ValueError(f"{self.method} in layer {self.layer} needs a threshold")
             check_threshold(self.threshold, f"{self.method} threshold")
         if self.method == "tome" and self.r < 0:
             raise ValueError(f"ToMe r must be >= 0; got {self.r}")
+        if self.method in ("pitome", "atc") and not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"{self.method} keeps a fraction of tokens in (0, 1]; got {self.keep}")
+        if self.method == "atc" and self.linkage not in LINKAGES:
+            raise ValueError(f"ATC linkage must be one of {LINKAGES}; got {self.linkage!r}")
 
     @property
     def label(self) -> str:
@@ -118,6 +130,34 @@ def algm_schedule(
     return MergeSchedule(steps=tuple(sorted(steps, key=lambda s: s.layer)), **options)
 
 
+def newer_schedule(
+    method: str,
+    depth: int,
+    setting: float,
+    layers: tuple[int, ...],
+    margin_rule: str = "released",
+    linkage: str = "average",
+    **options,
+) -> MergeSchedule:
+    """Return the schedule of a newer training-free merge: one `method` step in each of `layers`.
+
+    setting: PiToMe / ATC the fraction of tokens each step keeps (PiToMe's `ratio`), MPM its
+    similarity threshold. PiToMe's margin follows the layer (`pitome_margin`).
+    """
+    steps = []
+    for layer in layers:
+        if method == "mpm":
+            steps.append(MergeStepSpec(layer, "mpm", threshold=float(setting)))
+        elif method == "pitome":
+            steps.append(MergeStepSpec(layer, "pitome", keep=float(setting),
+                                       margin=pitome_margin(layer, depth, margin_rule)))
+        elif method == "atc":
+            steps.append(MergeStepSpec(layer, "atc", keep=float(setting), linkage=linkage))
+        else:
+            raise ValueError(f"newer_schedule: unknown method {method!r}")
+    return MergeSchedule(steps=tuple(sorted(steps, key=lambda s: s.layer)), **options)
+
+
 def apply_step(
     spec: MergeStepSpec,
     schedule: MergeSchedule,
@@ -143,4 +183,11 @@ def apply_step(
                              class_token=class_token, **common)
         return gbm_merge(x, state, threshold=spec.threshold, inclusive=schedule.inclusive,
                          class_token=class_token, **common)
+    if spec.method == "mpm":
+        return mutual_pair_merge(x, state, spec.threshold, inclusive=schedule.inclusive, **common)
+    n = int(x.shape[1])
+    if spec.method == "pitome":  # the release's r = floor(N - N * ratio)
+        return pitome_merge(x, state, math.floor(n - n * spec.keep), spec.margin, **common)
+    if spec.method == "atc":
+        return atc_merge(x, state, max(1, round(spec.keep * n)), spec.linkage, **common)
     return tome_merge(x, state, r=spec.r, class_token=class_token, **common)

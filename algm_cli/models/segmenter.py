@@ -95,7 +95,7 @@ def convert_official_state_dict(state: dict, model: Segmenter) -> dict:
     """
     state = state.get("model", state)
     out = {k: v for k, v in state.items() if not k.startswith(_UNUSED_PREFIXES)}
-    if "encoder.pos_embed" in out:
+    if "encoder.pos_embed" in out and out["encoder.pos_embed"].shape != model.encoder.pos_embed.shape:
         target = model.encoder.pos_embed.shape[1] - 1
         side = int(round(target**0.5))
         out["encoder.pos_embed"] = resize_pos_embed(out["encoder.pos_embed"], (side, side))
@@ -136,5 +136,5 @@ def build_segmenter(request: BuildRequest) -> Segmenter:
 
 register_family(name="segmenter", builder=build_segmenter, backbone="vit",
                 merges=SCHEDULE_METHODS, batching=("min", "ragged"), bucket=True,
-                objective="cross_entropy", analyze=True,
+                objective="cross_entropy", analyze=True, registers=True,
                 converters={"segmenter": convert_official_state_dict})

@@ -42,7 +42,7 @@ class EncoderOutput:
 
 
 class ViTEncoder(nn.Module):
-    """ViT-T/S/B/L patch-16 encoder with class token and per-layer merge hooks.
+    """ViT-T/S/B/L (AugReg) or DINOv2 patch-16 encoder with prefix tokens and merge hooks.
 
     pretrained: False, True (timm's AugReg weights via the Hugging Face cache) or a path to a
     timm-format state dict (models/pretrained.py). class_token=False drops the class token right
@@ -72,20 +72,43 @@ class ViTEncoder(nn.Module):
             raise ValueError(f"pos_resize must be bilinear or bicubic; got {pos_resize!r}")
         self.dim, self.depth, self.heads = facts.dim, facts.depth, facts.heads
         self.pos_resize = pos_resize
-        self.prefix = 1 if class_token else 0  # tokens kept before the patches in the blocks
-        vit = create_timm(
-            facts.timm_name, pretrained, PRETRAINED_SIZE, img_size,
-            resize=partial(resize_pos_embed, mode=pos_resize),
-            num_classes=0,
-            drop_path_rate=drop_path,
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),  # Segmenter's eps (timm's ViT: 1e-6)
-        )
+        if facts.registers and not class_token:
+            raise ValueError(f"backbone {backbone!r} has register tokens; it keeps its class token")
+        self.prefix = (1 + facts.registers) if class_token else 0  # tokens before the patches
+        if facts.registers:  # DINOv2: timm's own norms (eps 1e-6, as pretrained), patch 16
+            vit = create_timm(facts.timm_name, pretrained, img_size, img_size,
+                              resize=partial(resize_pos_embed, prefix=0, mode=pos_resize),
+                              num_classes=0, drop_path_rate=drop_path, patch_size=PATCH)
+        else:
+            vit = create_timm(
+                facts.timm_name, pretrained, PRETRAINED_SIZE, img_size,
+                resize=partial(resize_pos_embed, mode=pos_resize),
+                num_classes=0,
+                drop_path_rate=drop_path,
+                norm_layer=partial(nn.LayerNorm, eps=1e-5),  # Segmenter's eps (timm's ViT: 1e-6)
+            )
         self.patch_embed, self.blocks, self.norm = vit.patch_embed, vit.blocks, vit.norm
         self.cls_token = vit.cls_token
+        if facts.registers:
+            self.reg_token = vit.reg_token
+            # the data are normalised with mean = std = 0.5 (Segmenter); DINOv2 was trained on
+            # ImageNet's statistics: x' = (0.5 x + 0.5 - mean) / std, as an affine map
+            mean = torch.tensor(vit.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(vit.pretrained_cfg["std"]).view(1, 3, 1, 1)
+            self.register_buffer("input_scale", 0.5 / std, persistent=False)
+            self.register_buffer("input_shift", (0.5 - mean) / std, persistent=False)
         grid = (img_size // PATCH, img_size // PATCH)
-        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid, mode=pos_resize))
+        pos_prefix = 0 if facts.registers else 1  # DINOv2: no class-token position embedding
+        self.pos_embed = nn.Parameter(resize_pos_embed(vit.pos_embed.data, grid, pos_prefix,
+                                                       mode=pos_resize))
         self.bucket = 0
         self.block_fn = full_block
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return images in the backbone's own normalisation (DINOv2: ImageNet statistics)."""
+        if not hasattr(self, "input_scale"):
+            return images
+        return images * self.input_scale + self.input_shift
 
     def compile_blocks(self, **options) -> None:
         """Run the blocks without a merge step through `torch.compile(full_block, **options)`."""
@@ -106,7 +129,7 @@ class ViTEncoder(nn.Module):
         original patch gets the token it was merged into at that depth.
         """
         B = images.shape[0]
-        x, grid = embed(self, images)  # (B, p + N, C): class_token=False dropped it
+        x, grid = embed(self, self.prepare(images))  # (B, p + N, C), p = self.prefix
         p = self.prefix
         state = MergeState.start(B, grid[0] * grid[1], device=x.device, dtype=x.dtype)
         stats: MergeStats = {}
@@ -135,17 +158,21 @@ class ViTEncoder(nn.Module):
             if layer in outputs:
                 layers[layer] = state.unmerge(x[:, p:])
         x = self.norm(x)
-        return EncoderOutput(x[:, p:], x[:, :p], state, grid, stats, captured, layers)
+        return EncoderOutput(x[:, p:], x[:, :min(p, 1)], state, grid, stats, captured, layers)
 
     def _merge(self, spec, schedule, x, state, grid, qkv) -> tuple[Tensor, MergeState]:
-        """Merge the patch tokens of x (B, p + N, C); a class token stays first and unmerged."""
+        """Merge the patch tokens of x (B, p + N, C); the prefix tokens stay first, unmerged.
+
+        With a class token (and registers) aside, GBM / ToMe split as the official codes do,
+        the prefix counted as position 0 of A.
+        """
         p = self.prefix
         cls, patches = x[:, :p], x[:, p:]
         metric = None
         if schedule.metric != "tokens":
             q, k, v = qkv
             chosen = {"queries": q, "keys": k, "values": v}[schedule.metric]
-            metric = chosen.mean(dim=1)[:, p:]  # (B, N, d): averaged over heads, class dropped
+            metric = chosen.mean(dim=1)[:, p:]  # (B, N, d): averaged over heads, prefix dropped
         patches, state = apply_step(spec, schedule, patches, state, grid, metric,
-                                    class_token=p == 1)
+                                    class_token=p >= 1)
         return torch.cat([cls, patches], dim=1), state
