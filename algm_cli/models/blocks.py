@@ -1,7 +1,7 @@
 """ViT block toolkit shared by the dense (vit.py), ragged (ragged.py) and baseline (reduction.py)
 encoders: patch + position embedding, attention exposing q/k/v, a block split at its merge point
-(`attention_residual` -> merge -> `mlp_residual`), packed attention, token buckets, and the
-pad -> upsample -> crop step of the segmentation heads.
+(`attention_residual` -> merge -> `mlp_residual`), token buckets, and the pad -> upsample -> crop
+step of the segmentation heads. Packed (ragged) attention lives in `models/packed_attention.py`.
 
 Plain blocks run timm's own `Block.forward` (fused attention with an additive mask); where a merge
 needs q/k/v, `attention` repeats timm's `Attention.forward` (fused path) and returns them too.
@@ -10,7 +10,6 @@ needs q/k/v, `attention` repeats timm's `Attention.forward` (fused path) and ret
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,28 +100,6 @@ def attention(attn: nn.Module, x: Tensor, bias: Tensor | None) -> tuple[Tensor, 
     return attention_output(attn, out.transpose(1, 2).reshape(B, N, -1), x), (q, k, v)
 
 
-def per_image_sdpa(parts: list[QKV]) -> list[Tensor]:
-    """Return one fused attention output (1, heads, L_i, d) per image's (q, k, v)."""
-    return [F.scaled_dot_product_attention(q, k, v) for q, k, v in parts]
-
-
-# the packed-attention kernel: a list of per-image (q, k, v) -> per-image outputs; swap it for
-# another backend (varlen / nested / flex) by assigning `blocks.packed_sdpa`
-packed_sdpa: Callable[[list[QKV]], list[Tensor]] = per_image_sdpa
-
-
-def packed_attention(attn: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Tensor, list]:
-    """Return (timm Attention output (T, C), per-image (q, k, v)) for packed tokens x (T, C)."""
-    qkv = attn.qkv(x)  # (T, 3C): one matmul for the whole batch
-    parts = []
-    for chunk in qkv.split(lengths):
-        L = chunk.shape[0]
-        q, k, v = chunk.reshape(1, L, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        parts.append((attn.q_norm(q), attn.k_norm(k), v))
-    outs = [o.transpose(1, 2).reshape(o.shape[2], -1) for o in packed_sdpa(parts)]
-    return attention_output(attn, torch.cat(outs), x), parts
-
-
 # ---------------------------------------------------------------------------------- blocks
 
 
@@ -140,12 +117,6 @@ def mlp_residual(blk: nn.Module, x: Tensor) -> Tensor:
 def full_block(blk: nn.Module, x: Tensor, bias: Tensor | None = None) -> Tensor:
     """Return one timm block's output on x (B, L, C) (timm's own forward, additive mask)."""
     return blk(x, attn_mask=bias)
-
-
-def packed_block(blk: nn.Module, x: Tensor, lengths: list[int]) -> Tensor:
-    """Return a timm Block's output on packed tokens x (T, C) with per-image attention."""
-    out, _ = packed_attention(blk.attn, blk.norm1(x), lengths)
-    return mlp_residual(blk, x + blk.drop_path1(blk.ls1(out)))
 
 
 def bucketed(length: int, bucket: int) -> int:
