@@ -40,8 +40,6 @@ class ADE20K(SegmentationFolder):
 
     title = "ADE20K"
     reduce_zero_label = True
-    train_scale = (2048, 512)
-    eval_scale = (2048, 512)
 
     def __init__(self, root, split: str, *, num_classes: int | None = None,
                  class_names=None, palette=None) -> None:

@@ -29,15 +29,13 @@ class DatasetError(ValueError):
 class SegmentationFolder(Dataset):
     """Pairs of image and label files; samples are {"image" uint8 (3,H,W), "label" int64 (H,W)}.
 
-    Subclasses find `pairs` and set `title`, `reduce_zero_label`, `train_scale` / `eval_scale`
-    (mmseg (long, short) keep-ratio scales). Returned labels use 0..K-1 and 255 = ignore for every
-    dataset: with `reduce_zero_label` the file's 0 becomes 255 and k becomes k-1 (255 stays 255).
+    Subclasses find `pairs` and set `title` and `reduce_zero_label` (the resize scales are the
+    dataset config's `train_scale` / `eval_short_side`). Returned labels use 0..K-1 and
+    255 = ignore for every dataset: with `reduce_zero_label` the file's 0 becomes 255 and k becomes k-1 (255 stays 255).
     """
 
     title = "dataset"
     reduce_zero_label = False
-    train_scale: tuple[int, int] = (2048, 512)
-    eval_scale: tuple[int, int] = (2048, 512)
 
     def __init__(self, pairs: Iterable[tuple[Path, Path]], num_classes: int,
                  class_names: Iterable[str], palette=None) -> None:

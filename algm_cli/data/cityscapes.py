@@ -31,8 +31,6 @@ class Cityscapes(SegmentationFolder):
 
     title = "Cityscapes"
     reduce_zero_label = False
-    train_scale = (2048, 1024)
-    eval_scale = (2048, 1024)
 
     def __init__(self, root, split: str) -> None:
         root = Path(root)

@@ -38,8 +38,6 @@ class COCOStuff10K(SegmentationFolder):
 
     title = "COCO-Stuff-10K"
     reduce_zero_label = True
-    train_scale = (2048, 512)
-    eval_scale = (2048, 512)
 
     def __init__(self, root, split: str, *, reduce_zero_label: bool = True) -> None:
         self.reduce_zero_label = reduce_zero_label

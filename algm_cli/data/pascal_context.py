@@ -43,8 +43,6 @@ class PascalContext(SegmentationFolder):
 
     title = "Pascal-Context"
     reduce_zero_label = True
-    train_scale = (2048, 520)
-    eval_scale = (2048, 520)
 
     def __init__(self, root, split: str) -> None:
         root = Path(root)

@@ -44,7 +44,6 @@ def test_sample_types_shapes_and_attributes(fake, tmp_path):
     assert ds.num_classes == fake.num_classes == len(ds.class_names)
     assert ds.ignore_index == 255
     assert ds.palette.dtype == torch.uint8 and ds.palette.shape == (fake.num_classes, 3)
-    assert isinstance(ds.train_scale, tuple) and ds.eval_scale == ds.train_scale
 
 
 def test_image_pixels_come_back_as_rgb_channels(fake, tmp_path):
