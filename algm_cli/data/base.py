@@ -31,7 +31,8 @@ class SegmentationFolder(Dataset):
 
     Subclasses find `pairs` and set `title` and `reduce_zero_label` (the resize scales are the
     dataset config's `train_scale` / `eval_short_side`). Returned labels use 0..K-1 and
-    255 = ignore for every dataset: with `reduce_zero_label` the file's 0 becomes 255 and k becomes k-1 (255 stays 255).
+    255 = ignore for every dataset: with `reduce_zero_label` the file's 0 becomes 255 and k
+    becomes k-1 (255 stays 255).
     """
 
     title = "dataset"
