@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .pretrained import mismatch
+from .pretrained import load_weights_file, mismatch
 
 FORMATS = ("project", "segmenter", "segformer_mmseg", "segformer_hf", "setr_mmseg", "mmseg_vit")
 IGNORED = ("decode_head.conv_seg.",)  # mmseg's unused default classifier
@@ -180,15 +180,7 @@ def read_checkpoint(path: Path) -> dict:
     """Return the dict stored in a checkpoint file (.pt/.pth or .safetensors)."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"checkpoint {path} is not a readable torch file: {err}") from None
+    raw = load_weights_file(path, "checkpoint ")
     if not isinstance(raw, dict):
         raise ValueError(f"checkpoint {path} holds a {type(raw).__name__}, expected a state dict")
     return raw

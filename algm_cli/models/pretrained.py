@@ -61,20 +61,25 @@ def unavailable(timm_name: str, reason: str) -> ValueError:
         f"local .pth/.safetensors state dict in timm's key format")
 
 
+def load_weights_file(path: Path, label: str = "") -> object:
+    """Return the object stored in a .pt/.pth or .safetensors file; one clear ValueError else."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        what = "torch file" if label else "weights file"
+        raise ValueError(f"{label}{path} is not a readable {what}: {err}") from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Return the tensor dict stored in `path` (a bare state dict or under model/state_dict)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model.pretrained={path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path} is not a readable weights file: {err}") from None
+    state = load_weights_file(path)
     for key in ("model", "state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
