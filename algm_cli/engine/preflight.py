@@ -22,14 +22,15 @@ from ..data import DatasetError
 from .data import open_dataset
 from .fingerprint import data_fingerprint
 from .spec import ConfigError, dataset_spec, merge_spec
+from .tasks import check_task
 
 # (key, smallest allowed value, null allowed): integer settings of a run
 INTEGER_KEYS = (
     ("train.iterations", 1, True), ("train.batch_size", 1, True),
     ("train.checkpoint_every", 1, False), ("eval.images", 1, True),
-    ("eval.throughput_images", 1, False), ("eval.throughput_batch", 1, False),
+    ("eval.throughput_images", 1, True), ("eval.throughput_batch", 1, False),
     ("eval.warmup", 0, False), ("eval.throughput_rounds", 1, True),
-    ("eval.flops_images", 1, True), ("eval.calibration_images", 1, False),
+    ("eval.flops_images", 1, True), ("eval.calibration_images", 1, True),
     ("merge.tome_r", 0, True), ("seed", 0, False),
 )
 # (key, smallest allowed value, strictly above it): real-valued settings
@@ -197,7 +198,11 @@ def preflight(cfg: DictConfig, stages: list[str]) -> Checked:
     if cfg.checkpoint is not None and not Path(str(cfg.checkpoint)).is_file():
         raise ConfigError(f"checkpoint={cfg.checkpoint}: no such file")
     datasets, fingerprints = {}, {}
-    task = cfg.get("task") or {}
+    task = cfg.get("task") or {"name": "segmentation"}
+    try:  # a task that does not fit the dataset fails here, before the dataset is opened
+        check_task(str(cfg.model.name), task, cfg.dataset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if str(task.get("name", "segmentation")) != "segmentation":
         return Checked(datasets, fingerprints)  # pose data: checked by its own loader for now
     for split in needed_splits(cfg, stages):

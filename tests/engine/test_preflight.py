@@ -20,7 +20,7 @@ from ..data.fakes import FAKES, write_both
 
 
 # the generated files read through the ADE20K loader: no regeneration for another spec
-ADE_SMALL = ["dataset=ade20k", "dataset.crop_size=32", "dataset.eval_short_side=32",
+ADE_SMALL = ["dataset=ade20k", "protocol=quick", "dataset.crop_size=32", "dataset.eval_short_side=32",
              "dataset.eval_stride=16", "dataset.train_scale=[64,32]"]
 
 

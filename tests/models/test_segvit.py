@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 
 from algm_cli.engine.flops import count_gflops
 from algm_cli.models.schedule import NO_MERGE, algm_schedule
@@ -97,7 +97,8 @@ def _self_attention(layer, queries):
 
 
 def test_build_from_the_model_config():
-    cfg = OmegaConf.load(CONF)
+    with initialize_config_module("algm_cli.conf", version_base="1.3"):
+        cfg = compose("run", ["model=segvit"]).model  # the model group (a _global_ package)
     assert cfg.name == "segvit" and list(cfg.gbm_layers.vit_l) == [12]
     model = build_segvit(cfg, "vit_t", CLASSES, IMG, NO_MERGE)
     assert model.layers == (6, 8, 12)  # the released ViT-B layout (0-based 5, 7, 11)

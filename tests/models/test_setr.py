@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 
 from algm_cli.engine.flops import count_gflops
 from algm_cli.models.schedule import NO_MERGE, algm_schedule
@@ -116,7 +116,8 @@ def test_errors_are_clear():
 
 
 def test_build_from_the_model_config():
-    cfg = OmegaConf.load(CONF)
+    with initialize_config_module("algm_cli.conf", version_base="1.3"):
+        cfg = compose("run", ["model=setr"]).model  # the model group (a _global_ package)
     assert cfg.name == "setr" and cfg.decoder == "naive"
     assert list(cfg.gbm_layers.vit_b) == [5] and list(cfg.gbm_layers.vit_l) == [13]
     schedule = algm_schedule(0.9, 0.9, gbm_layers=tuple(cfg.gbm_layers.vit_b))
