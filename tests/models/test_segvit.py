@@ -12,7 +12,6 @@ from algm_cli.models.segvit import ATMLayer, SegViT, build_segvit
 
 IMG = 64  # a 4x4 patch grid keeps ViT-L cheap
 CLASSES = 5
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "segvit.yaml"
 
 
 @pytest.fixture(scope="module")

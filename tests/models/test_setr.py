@@ -13,7 +13,6 @@ from algm_cli.models.setr import SETR, build_setr
 
 IMG = 64  # a 4x4 patch grid keeps ViT-L cheap
 CLASSES = 5
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "setr.yaml"
 # decoder -> backbone -> number of auxiliary heads in the released layouts
 AUX_COUNT = {"naive": {"vit_b": 3, "vit_l": 3}, "pup": {"vit_b": 4, "vit_l": 4},
              "mla": {"vit_b": 4, "vit_l": 4}}
