@@ -1,6 +1,5 @@
 """SegViT (ATM decoder) with merge schedules: shapes, mask semantics, equivalence, GFLOPs."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """SETR (naive / PUP / MLA) with merge schedules: shapes, equivalence, gradients, GFLOPs."""
 
-from pathlib import Path
 
 import pytest
 import torch
