@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
 from .load import select
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+# the installed configs (conf/ is the package algm_cli.conf in editable and regular installs)
+CONF = Path(str(resources.files("algm_cli.conf")))
 # run-row method names that are not a conf/merge/<name>.yaml of their own
 METHOD_ALIASES = {"algm_star": "algm", "segformerpp_2x2": "neighbour2d"}
 # hardware of the paper's im/s per paper table (None: the paper prints no im/s, only speed-ups)
