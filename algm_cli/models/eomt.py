@@ -36,7 +36,7 @@ from ..merge import MergeState
 from .base import MergeStats, SegmentationModel
 from .blocks import attention, embed, pad_to_patch, resize_crop
 from .registry import SCHEDULE_METHODS, BuildRequest, read_options, register_family
-from .schedule import NO_MERGE, MergeSchedule, apply_step
+from .schedule import NO_MERGE, MergeSchedule
 from .vit import ViTEncoder
 
 PATCH = 16
@@ -180,21 +180,13 @@ class EoMT(SegmentationModel):
             x = x + blk.drop_path1(blk.ls1(out))
             spec = self.schedule.at(layer)
             if spec is not None:
-                x, state = self._merge(spec, x, state, grid, qkv)
+                # before the query blocks x holds the prefix and patch tokens only: the ViT
+                # encoder's own merge step applies (prefix aside, the schedule's metric)
+                x, state = self.encoder._merge(spec, self.schedule, x, state, grid, qkv)
                 stats[spec.label] = state.num_tokens / state.num_original
             x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
         predictions.append(self.predict(self.encoder.norm(x), state, grid))
         return predictions, stats
-
-    def _merge(self, spec, x: Tensor, state: MergeState, grid, qkv) -> tuple[Tensor, MergeState]:
-        """Merge the patch tokens of x (B, prefix + N', C); prefix tokens stay first, unmerged."""
-        prefix, patches = x[:, : self.prefix], x[:, self.prefix:]
-        metric = None
-        if self.schedule.metric != "tokens":
-            chosen = dict(zip(("queries", "keys", "values"), qkv))[self.schedule.metric]
-            metric = chosen.mean(dim=1)[:, self.prefix:]
-        patches, state = apply_step(spec, self.schedule, patches, state, grid, metric)
-        return torch.cat([prefix, patches], dim=1), state
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (semantic scores (B, K, H, W), merge statistics)."""
