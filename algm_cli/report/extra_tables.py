@@ -44,12 +44,6 @@ def _conf_names() -> tuple[frozenset, frozenset]:
     return models, merges
 
 
-def fine_tuning_available() -> bool:
-    """Return True when the runner can fine-tune a trained model (train.init_from exists)."""
-    path = CONF / "train" / "default.yaml"
-    return path.is_file() and "init_from:" in path.read_text()
-
-
 def implemented(filters: dict | None) -> bool:
     """Return True when the runner can produce rows matching these run filters."""
     if filters is None:
@@ -58,9 +52,7 @@ def implemented(filters: dict | None) -> bool:
     model, method = filters.get("model"), filters.get("method")
     if isinstance(model, str) and model not in models:
         return False
-    if isinstance(method, str) and METHOD_ALIASES.get(method, method) not in merges:
-        return False
-    return not (filters.get("setting") == "fine_tuning" and not fine_tuning_available())
+    return not (isinstance(method, str) and METHOD_ALIASES.get(method, method) not in merges)
 
 
 def ims_note(spec: dict) -> str | None:
