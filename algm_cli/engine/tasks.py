@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ..models.pose import DownsampledSegformerPose, SegformerPose
 from ..models.registry import BuildRequest
-from ..models.segformer import segformerpp_preset
+from ..models.segformer import segformer_options, segformerpp_preset
 
 TASKS = ("segmentation", "pose")
 
@@ -53,7 +53,7 @@ def build_pose_model(request: BuildRequest, method: str, task: Mapping):
     """
     m = request.merge
     variant = request.backbone.removeprefix("mit_")
-    options = {"drop_path": float(request.model["drop_path"]), "sigma": float(task["sigma"])}
+    options = {**segformer_options(request), "sigma": float(task["sigma"])}
     active = request.reduction_active
     if method == "downsample" and active:
         return DownsampledSegformerPose(

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import MergeStats
 from .registry import BuildRequest, register_merges
-from .segformer import Segformer
+from .segformer import Segformer, segformer_options
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -60,8 +60,7 @@ def build_downsampled(request: BuildRequest) -> DownsampledSegformer:
     """Return the downsampling baseline of `request` (merge.setting = factor)."""
     m = request.merge
     return DownsampledSegformer(request.backbone.removeprefix("mit_"), int(request.num_classes),
-                                drop_path=float(request.model["drop_path"]),
-                                factor=float(m["setting"]),
+                                **segformer_options(request), factor=float(m["setting"]),
                                 interpolation=str(m.get("interpolation", "nearest")))
 
 

@@ -107,8 +107,8 @@ class SegformerPose(PoseMixin, Segformer):
     """MiT encoder (with optional Segformer++ merging) + heatmap head: K heatmaps at 1/4."""
 
     def __init__(self, variant: str = "b0", num_keypoints: int = 17, merge=None,
-                 drop_path: float = 0.1, sigma: float = 2.0) -> None:
-        super().__init__(variant, num_keypoints, merge, drop_path)
+                 drop_path: float = 0.1, sigma: float = 2.0, pretrained: bool | str = False) -> None:
+        super().__init__(variant, num_keypoints, merge, drop_path, pretrained)
         self._setup_pose(num_keypoints, sigma)
 
 
@@ -117,8 +117,8 @@ class DownsampledSegformerPose(PoseMixin, DownsampledSegformer):
 
     def __init__(self, variant: str = "b0", num_keypoints: int = 17, merge=None,
                  drop_path: float = 0.1, sigma: float = 2.0, factor: float = 0.5,
-                 interpolation: str = "nearest") -> None:
-        super().__init__(variant, num_keypoints, merge, drop_path, factor=factor,
+                 interpolation: str = "nearest", pretrained: bool | str = False) -> None:
+        super().__init__(variant, num_keypoints, merge, drop_path, pretrained, factor=factor,
                          interpolation=interpolation)
         self._setup_pose(num_keypoints, sigma)
 

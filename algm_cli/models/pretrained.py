@@ -4,7 +4,8 @@
 fetched through the Hugging Face cache; for the ViTs the AugReg ImageNet-21k weights fine-tuned
 on 1k that Segmenter, SETR and SegViT start from) or a PATH to a .pth / .pt / .bin / .safetensors
 file holding a state dict with timm's key names (`cls_token`, `pos_embed`, `patch_embed.proj.*`,
-`blocks.{i}.*`, `norm.*`; a classification head is ignored). Position embeddings of another grid
+`blocks.{i}.*`, `norm.*`; a classification head is ignored). Segformer's MiT encoders load
+ImageNet-1k MiT weights instead (NVlabs or Hugging Face `nvidia/mit-b*`; models/mit_weights.py). Position embeddings of another grid
 are resized to the model's (the caller's rule). Offline without the weights the error is one line
 naming the weights and both ways to provide them.
 """
@@ -22,6 +23,8 @@ from torch import Tensor, nn
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # keys of a classifier checkpoint that a segmentation backbone does not use
 HEAD_PREFIXES = ("head.", "fc_norm.", "pre_logits.", "head_drop.")
+# Hugging Face id of the ImageNet-1k MiT classifiers Segformer starts from (models/mit_weights.py)
+MIT_HUB_ID = "nvidia/mit-{variant}"
 
 
 def weights_spec(value) -> bool | str:
@@ -33,16 +36,23 @@ def weights_spec(value) -> bool | str:
         return text.lower() == "true"
     if not text.endswith(FILE_SUFFIXES):
         raise ValueError(f"model.pretrained={text!r}: expected true, false or a path to a "
-                         f"{'/'.join(FILE_SUFFIXES)} file in timm's key format")
+                         f"{'/'.join(FILE_SUFFIXES)} file in timm's key format (MiT: NVlabs "
+                         f"or Hugging Face)")
     return text
 
 
-def describe(value) -> str:
-    """Return the row label of a `model.pretrained` value: none, timm:<hub id> or file:<path>."""
+def describe(value, backbone: str = "") -> str:
+    """Return the row label of `model.pretrained`: none, timm, hf:<MiT hub id> or file:<path>.
+
+    True is timm's default weights of a ViT backbone, or `nvidia/mit-b{N}` for `mit_b{N}`.
+    """
     spec = weights_spec(value)
     if spec is False:
         return "none"
-    return "timm" if spec is True else f"file:{Path(spec).resolve()}"
+    if spec is True:
+        mit = backbone.startswith("mit_")
+        return f"hf:{MIT_HUB_ID.format(variant=backbone.removeprefix('mit_'))}" if mit else "timm"
+    return f"file:{Path(spec).resolve()}"
 
 
 def hub_name(timm_name: str) -> str:

@@ -29,6 +29,8 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .base import MergeStats, SegmentationModel
+from .mit_weights import load_mit_weights
+from .pretrained import weights_spec
 from .registry import BuildRequest, register_family
 from .segformer_presets import (  # noqa: F401  (the presets are part of this model's interface)
     PRESET_ALIASES, SegformerMerge, StageMerge, TokenMerge, segformerpp_preset,
@@ -297,6 +299,8 @@ class Segformer(SegmentationModel):
     Merge statistics: "s{stage}:{q|kv}" -> tokens left after that merge as a fraction of the set
     it merged (all queries; for keys/values, the set left by the spatial reduction), averaged
     over the blocks of the stage; the count is fixed, so it is the same for every image.
+    pretrained: False (random), True (`nvidia/mit-b{N}` from the Hugging Face cache) or a path
+    to NVlabs / Hugging Face ImageNet-1k MiT weights (models/mit_weights.py).
     """
 
     def __init__(
@@ -305,6 +309,7 @@ class Segformer(SegmentationModel):
         num_classes: int = 150,
         merge: SegformerMerge | None = None,
         drop_path: float = 0.1,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         if variant not in MIT_VARIANTS:
@@ -317,6 +322,8 @@ class Segformer(SegmentationModel):
         self.encoder = MiTEncoder(config, drop_path)
         self.decode_head = AllMLPHead(config.dims, config.decoder_dim, num_classes)
         self.apply(init_weights)
+        if weights_spec(pretrained):  # ImageNet-1k MiT weights (models/mit_weights.py)
+            load_mit_weights(self.encoder, pretrained, variant)
 
     def forward_with_stats(self, images: Tensor) -> tuple[Tensor, MergeStats]:
         """Return (logits (B, K, H, W), kept fraction per merged stage set, e.g. "s1:kv")."""
@@ -330,7 +337,13 @@ def build_segformer(request: BuildRequest) -> Segformer:
     """Return the Segformer of `request`; its Segformer++ preset only while the merge is active."""
     preset = request.merge["method"] if request.reduction_active else "none"
     return Segformer(request.backbone.removeprefix("mit_"), int(request.num_classes),
-                     segformerpp_preset(preset), drop_path=float(request.model["drop_path"]))
+                     segformerpp_preset(preset), **segformer_options(request))
+
+
+def segformer_options(request: BuildRequest) -> dict:
+    """Return the keyword options every Segformer builder reads: drop_path and pretrained."""
+    return {"drop_path": float(request.model["drop_path"]),
+            "pretrained": weights_spec(request.model.get("pretrained", False))}
 
 
 register_family(name="segformer", builder=build_segformer, backbone="mit",
