@@ -4,10 +4,10 @@
 fetched through the Hugging Face cache; for the ViTs the AugReg ImageNet-21k weights fine-tuned
 on 1k that Segmenter, SETR and SegViT start from) or a PATH to a .pth / .pt / .bin / .safetensors
 file holding a state dict with timm's key names (`cls_token`, `pos_embed`, `patch_embed.proj.*`,
-`blocks.{i}.*`, `norm.*`; a classification head is ignored). Segformer's MiT encoders load
-ImageNet-1k MiT weights instead (NVlabs or Hugging Face `nvidia/mit-b*`; models/mit_weights.py). Position embeddings of another grid
+`blocks.{i}.*`, `norm.*`; a classification head is ignored). Position embeddings of another grid
 are resized to the model's (the caller's rule). Offline without the weights the error is one line
-naming the weights and both ways to provide them.
+naming the weights and both ways to provide them. Segformer's MiT encoders load ImageNet-1k MiT
+weights instead (NVlabs or Hugging Face `nvidia/mit-b*` files; models/mit_weights.py).
 """
 
 from __future__ import annotations

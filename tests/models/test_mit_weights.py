@@ -38,7 +38,8 @@ HF = [(r"^stages\.(\d)\.patch_embed\.norm\.", r"patch_embeddings.\1.layer_norm."
       (r"^stages\.(\d)\.patch_embed\.", r"patch_embeddings.\1."),
       (r"^stages\.(\d)\.blocks\.", r"block.\1."), (r"^stages\.(\d)\.norm\.", r"layer_norm.\1."),
       (r"\.norm(\d)\.", r".layer_norm_\1."), (r"\.attn\.q\.", ".attention.self.query."),
-      (r"\.attn\.sr_norm\.", ".attention.self.layer_norm."), (r"\.attn\.sr\.", ".attention.self.sr."),
+      (r"\.attn\.sr_norm\.", ".attention.self.layer_norm."),
+      (r"\.attn\.sr\.", ".attention.self.sr."),
       (r"\.attn\.proj\.", ".attention.output.dense."), (r"\.ffn\.fc(\d)\.", r".mlp.dense\1."),
       (r"\.ffn\.dwconv\.", ".mlp.dwconv.dwconv."), (r"^", "segformer.encoder.")]
 
@@ -126,6 +127,21 @@ def test_hub_weights_offline_give_one_line_naming_both_ways(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="model config: model.pretrained=true needs .* "
                                           "nvidia/mit-b0"):
         build_model(cfg("model=segformer", "dataset=ade20k"), NO_MERGE)
+
+
+def test_hub_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    commit = "0" * 40  # the cache layout: refs/main names the snapshot holding the files
+    repo = tmp_path / "models--nvidia--mit-b0"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    source = random_encoder(6)
+    torch.save(released(source, "hf"), repo / "snapshots" / commit / "pytorch_model.bin")
+    model = Segformer("b0", 3, pretrained=True)
+    torch.testing.assert_close(model.encoder.stages[3].norm.weight, source["stages.3.norm.weight"],
+                               rtol=0, atol=0)
 
 
 def test_the_protocol_picks_the_weights_and_rows_name_them():
