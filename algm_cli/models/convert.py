@@ -15,7 +15,9 @@ Formats (detected from the key names):
   pos_embed,blocks}` (timm names) and `decode_head` / `auxiliary_head.{j}` with `norm`,
   `conv_{k}` (the last one the classifier) and `syncbn_fc_{k}`; position embeddings resized.
 LayerNorm eps of the MiT encoder (1e-6 in blocks and stage norms, 1e-5 in patch embeddings and
-the spatial reduction) equals both released models'; SETR's (1e-6) is `models/setr.py`'s.
+the spatial reduction) equals NVlabs' release; transformers' port (its weights are NVlabs'
+converted) uses nn.LayerNorm's 1e-5 everywhere, so a `segformer_hf` checkpoint here gives NVlabs'
+logits, not transformers' (they differ by that eps only). SETR's (1e-6) is `models/setr.py`'s.
 SETR-MLA (its neck inside the backbone) and SegViT checkpoints (`backbone.*` plain ViT, format
 `mmseg_vit`) are detected but not converted yet: they get a clear error.
 A checkpoint that does not fit gets one line listing its unmatched keys.
