@@ -76,7 +76,9 @@ def protocol_columns(cfg: DictConfig, limits: dict) -> dict:
         "window_batch": batch,
         "calibration_images": "all" if calibration is None else int(calibration),
         "flops_convention": "fvcore+merge_ops" if count_ops else "fvcore",
-        "weights": describe(cfg.model.get("pretrained", False), str(cfg.backbone.name)),
+        # the start weights: none | timm | hf:<id> | file:<path>; `checkpoint` when one replaces them
+        "weights": "checkpoint" if cfg.get("checkpoint") is not None else
+                   describe(cfg.model.get("pretrained", False), str(cfg.backbone.name)),
     }
 
 

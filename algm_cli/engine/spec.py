@@ -315,8 +315,11 @@ def resolve_spec(cfg: DictConfig) -> RunSpec:
     # partial `train:` overrides (recipes set iterations too); the group counts only when it is
     # complete (checkpoint_every exists only in conf/train/)
     has = lambda key, probe: key in cfg and cfg[key] is not None and probe in cfg[key]  # noqa: E731
+    model_options = frozen(cfg.model)
+    if cfg.get("checkpoint") is not None:  # every weight comes from it: no start weights to fetch
+        model_options = MappingProxyType({**model_options, "pretrained": False})
     return RunSpec(
-        model=fam.name, model_options=frozen(cfg.model), family=fam, backbone=facts,
+        model=fam.name, model_options=model_options, family=fam, backbone=facts,
         dataset=dataset_spec(cfg), merge=merge,
         train=train_recipe(cfg) if has("train", "checkpoint_every") else None,
         eval=eval_protocol(cfg) if has("eval", "images") else None,

@@ -75,3 +75,10 @@ def test_a_family_registers_with_one_call():
             fam.check("vit_t", "algm", "min", 0)
     finally:
         families().pop("toy")
+
+
+@pytest.mark.parametrize("model", ["segmenter", "segformer"])
+def test_a_given_checkpoint_needs_no_start_weights(model):
+    assert spec_of(f"model={model}", "protocol=paper").model_options["pretrained"] is True
+    spec = spec_of(f"model={model}", "protocol=paper", "checkpoint=/some/model.pt")
+    assert spec.model_options["pretrained"] is False  # an offline run never fetches them
