@@ -20,7 +20,8 @@ PATCH = 16
 SETR_WIDTH, MLA_HEAD_WIDTH = 256, 128
 # released depth-12 layouts (0-based block indices): SETR_Naive_Base / SETR_PUP_DeiT /
 # SETR_MLA_DeiT configs, SegViT's seg_vit-b16 base config
-NAIVE_AUX_12, PUP_AUX_12, MLA_TAPS_12, SEGVIT_TAPS_12 = (2, 5, 8), (4, 7, 9, 11), (2, 5, 8, 11), (5, 7, 11)
+NAIVE_AUX_12, PUP_AUX_12 = (2, 5, 8), (4, 7, 9, 11)
+MLA_TAPS_12, SEGVIT_TAPS_12 = (2, 5, 8, 11), (5, 7, 11)
 
 # ViT parameter names: fudan-zvg/SETR (timm's) and mmseg's VisionTransformer (SegViT)
 TIMM = {"blocks": "blocks", "patch": "patch_embed.proj", "norm1": "norm1", "norm2": "norm2",
@@ -64,7 +65,7 @@ class Weights(dict):
         self[f"{name}.num_batches_tracked"] = torch.tensor(100)
 
     def vit(self, names: dict, dim: int, depth: int, grid: int) -> None:
-        """Add a patch-16 ViT under `backbone.` (class token + position embeddings for 1 + grid^2)."""
+        """Add a patch-16 ViT under `backbone.` (position embeddings for 1 + grid^2 tokens)."""
         self.conv(f"backbone.{names['patch']}", dim, 3, PATCH)
         self["backbone.cls_token"] = self.randn(1, 1, dim, scale=0.5)
         self["backbone.pos_embed"] = self.randn(1, 1 + grid * grid, dim, scale=0.5)
@@ -87,7 +88,8 @@ def released_setr_state(decoder: str, dim: int, depth: int, classes: int, grid: 
     if decoder == "mla":
         for k in range(4):
             w.layer_norm(f"backbone.norm_{k}", dim)
-            for name, c_in, size in ((f"mla_p{k + 2}_1x1", dim, 1), (f"mla_p{k + 2}", SETR_WIDTH, 3)):
+            for name, c_in, size in ((f"mla_p{k + 2}_1x1", dim, 1),
+                                     (f"mla_p{k + 2}", SETR_WIDTH, 3)):
                 w.conv(f"backbone.mla.{name}.0", SETR_WIDTH, c_in, size, bias=False)
                 w.batch_norm(f"backbone.mla.{name}.1", SETR_WIDTH)
             head = f"decode_head.mlahead.head{k + 2}"
@@ -233,7 +235,8 @@ def up_head(sd: dict, prefix: str, tokens: Tensor, scales: tuple[int, ...], size
         x = conv_bn_relu(x, sd, f"{prefix}.conv_{k}", f"{prefix}.syncbn_fc_{k}")
         if scale > 1:
             x = F.interpolate(x, size=x.shape[-1] * scale, mode="bilinear", align_corners=False)
-    x = F.conv2d(x, sd[f"{prefix}.conv_{len(scales)}.weight"], sd[f"{prefix}.conv_{len(scales)}.bias"])
+    last = f"{prefix}.conv_{len(scales)}"  # the classifier
+    x = F.conv2d(x, sd[f"{last}.weight"], sd[f"{last}.bias"])
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
@@ -275,11 +278,11 @@ def setr_forward(sd: dict, decoder: str, images: Tensor, heads: int) -> tuple[Te
 
 
 def atm_layer(sd: dict, p: str, q: Tensor, memory: Tensor, heads: int) -> tuple[Tensor, Tensor]:
-    """One released TPN_DecoderLayer (post-norm): returns (queries, head-averaged logits (B, Q, N))."""
+    """One released TPN_DecoderLayer (post-norm); returns (queries, head-mean logits (B, Q, N))."""
     qkv = q @ sd[p + "self_attn.in_proj_weight"].T + sd[p + "self_attn.in_proj_bias"]
     a, b, c = (heads_of(t, heads) for t in qkv.chunk(3, dim=-1))
-    q = layer_norm(q + dense(merge_heads(softmax_attention(a, b, c)[0]), sd, p + "self_attn.out_proj"),
-                   sd, p + "norm1", 1e-5)
+    out = dense(merge_heads(softmax_attention(a, b, c)[0]), sd, p + "self_attn.out_proj")
+    q = layer_norm(q + out, sd, p + "norm1", 1e-5)
     m = p + "multihead_attn."
     out, logits = softmax_attention(heads_of(dense(q, sd, m + "q"), heads),
                                     heads_of(dense(memory, sd, m + "k"), heads),
