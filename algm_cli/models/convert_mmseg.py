@@ -26,7 +26,10 @@ was built without auxiliary heads (aux=false). Every other key must map onto the
 Position embeddings of another grid than the model's are resized as the release does: SETR with
 its loader's rule (`helpers.load_pretrained`: bilinear, align_corners=False; the released SETR
 backbones cannot run at another size), SegViT bicubically (mmseg `VisionTransformer.
-resize_pos_embed`, `interpolate_mode="bicubic"`); the class-token position is kept as it is.
+resize_pos_embed`, `interpolate_mode="bicubic"`); the class-token position is kept as it is. With
+a model crop equal to the checkpoint's (the released setups) this equals the release exactly; with
+another crop, a window of a third size is resized twice (checkpoint -> crop -> window) where
+mmseg resizes once.
 """
 
 from __future__ import annotations

@@ -113,3 +113,25 @@ def test_formats_are_detected_unambiguously():
     assert detect_format({"backbone.layers.0.ln1.weight": 0}) == "mmseg_vit"
     assert detect_format({"backbone.layers.0.ln1.weight": 0,
                           "decode_head.conv_seg.weight": 0}) == "mmseg_vit"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, state", [
+    (["model=setr", "model.decoder=mla"], lambda: released_setr_state("mla", DIM, DEPTH, 8, 32)),
+    (["model=segvit"], lambda: released_segvit_state(DIM, DEPTH, HEADS, 8, 40)),
+])
+def test_algm_run_evaluates_a_released_checkpoint(tmp_path, model, state):
+    from hydra import compose, initialize_config_module
+
+    from algm_cli.data.synthetic import SyntheticSpec, generate
+    from algm_cli.engine.run import run
+
+    generate(tmp_path / "synthetic", SyntheticSpec(train=4, val=2))
+    path = save(tmp_path, state())  # trained at 512 / 640: position embeddings get resized
+    with initialize_config_module("algm_cli.conf", version_base="1.3"):
+        cfg = compose("run", [
+            "smoke=true", f"results_dir={tmp_path / 'results'}", f"work_dir={tmp_path / 'work'}",
+            f"dataset.root={tmp_path / 'synthetic'}", "backbone=vit_t", *model,
+            f"checkpoint={path}", "stages=[eval]", "merge=none"])
+    row = run(cfg)
+    assert row["status"] == "ok" and row["checkpoint"] == str(path) and row["miou"] >= 0
