@@ -139,9 +139,9 @@ def convert_state_dict(raw: dict, model: nn.Module) -> tuple[dict, str]:
     if fmt in converters:
         return converters[fmt](state, model), fmt
     if fmt == "mmseg_vit":
-        raise ValueError("an mmseg checkpoint (backbone.*) without a SETR (decode_head.conv_0 / "
-                         "norm, backbone.mla) or SegViT (decode_head.decoder_1) head: no converter "
-                         "for it; convert it to this project's key names")
+        raise ValueError("an mmseg checkpoint (backbone.*) without a SETR head (decode_head."
+                         "conv_0 / norm, backbone.mla) or a SegViT head (decode_head.decoder_1): "
+                         "no converter for it; convert it to this project's key names")
     if fmt == "segmenter":
         from .segmenter import convert_official_state_dict
 
@@ -165,7 +165,11 @@ def load_any_checkpoint(model: nn.Module, path: str | Path) -> str:
     Raises ValueError with one line naming the file, its format and the unmatched keys.
     """
     path = Path(path)
-    state, fmt = convert_state_dict(read_checkpoint(path), model)
+    raw = read_checkpoint(path)
+    try:
+        state, fmt = convert_state_dict(raw, model)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: {err}") from None
     own = model.state_dict()
     problems = mismatch(own, state)
     if problems:

@@ -135,3 +135,13 @@ def test_algm_run_evaluates_a_released_checkpoint(tmp_path, model, state):
             f"checkpoint={path}", "stages=[eval]", "merge=none"])
     row = run(cfg)
     assert row["status"] == "ok" and row["checkpoint"] == str(path) and row["miou"] >= 0
+
+
+def test_an_mmseg_vit_without_a_known_head_is_refused_in_one_line(tmp_path):
+    state = released_segvit_state(DIM, DEPTH, HEADS, CLASSES, 4)
+    backbone_only = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    path = save(tmp_path, backbone_only)
+    with pytest.raises(ValueError) as err:
+        load_any_checkpoint(SegViT("vit_t", CLASSES, 64), path)
+    assert str(err.value).startswith(f"checkpoint {path}: an mmseg checkpoint (backbone.*)")
+    assert "\n" not in str(err.value)
