@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..data import DatasetError
 from ..models.packed_attention import resolve as resolve_attention
@@ -34,7 +34,7 @@ from .preflight import preflight, record_data_identity
 from .protocol import check_calibration_base, check_protocol, eval_windows, protocol_columns
 from .rows import identity_columns
 from .setup import Batches, build_model, build_schedule, pick_device, train_key
-from .spec import ConfigError, RunSpec, report_error, resolve_spec
+from .spec import ConfigError, RunSpec, report_error, resolve_spec, train_recipe
 from .memory import TrainMeter
 from .pose import PoseBatches, evaluate_pose, open_pose_dataset
 from .tasks import task_name
@@ -113,10 +113,13 @@ def run(cfg) -> dict | None:
         return None
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
         raise ConfigError(f"checkpoint={spec.checkpoint}: no such file")
+    work = Path(spec.work_dir)
+    if spec.train is not None and spec.train.init_from == finetune.BASELINE:
+        full = train_recipe(OmegaConf.merge(cfg, {"train": {"iterations": None}})).iterations
+        spec = finetune.resolve_baseline(spec, full, work)  # the baseline's own schedule
     start_from = finetune.init_from(spec)  # train.init_from: fine-tuning
     torch.manual_seed(spec.seed)
     device = pick_device(spec.device)
-    work = Path(spec.work_dir)
     limits, crop = spec.eval, spec.dataset.crop
     row = {"run_id": run_id, **identity_columns(spec),
            **protocol_columns(cfg, {"calibration_images": limits.calibration_images}),

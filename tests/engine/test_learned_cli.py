@@ -48,11 +48,18 @@ def test_fine_tuning_starts_from_a_trained_model(tiny_synthetic):  # noqa: F811
                       f"train.init_from={base['checkpoint']}"))
     assert (row["setting"], row["init_from"]) == ("fine_tuning", base["checkpoint"])
     assert row["checkpoint"] != base["checkpoint"]
+    # train.init_from=baseline finds the same checkpoint, also for a training-time reduction
+    for merge in (["merge=algm", "tau=0.8"], ["merge=ailurus", "merge.during_training=true"]):
+        row = run(cfg_for(tiny_synthetic, *merge, "train.init_from=baseline",
+                          "train.iterations=2"))
+        assert (row["setting"], row["init_from"]) == ("fine_tuning", base["checkpoint"])
 
 
 def test_fine_tuning_errors_are_one_clear_line(tiny_synthetic):  # noqa: F811
     with pytest.raises(ConfigError, match="train.init_from=/nonexistent.pt: no such file"):
         run(cfg_for(tiny_synthetic, "train.init_from=/nonexistent.pt"))
+    with pytest.raises(ConfigError, match="train.init_from=baseline: no trained baseline at"):
+        run(cfg_for(tiny_synthetic, "merge=algm", "tau=0.9", "train.init_from=baseline"))
     path = tiny_synthetic / "start.pt"
     path.write_bytes(b"")
     with pytest.raises(ConfigError, match="needs a merge method"):
