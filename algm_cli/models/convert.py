@@ -1,6 +1,6 @@
 """Checkpoint converters with format detection for `checkpoint=PATH`.
 
-Formats (detected from the key names):
+Formats (detected from the key names; each has key prefixes no other format has):
 - `project`: this project's own checkpoints (`{"model": state_dict, ...}`), loaded as they are;
 - `segmenter`: official Segmenter / released ALGM checkpoints (rstrudel/segmenter,
   tue-mps/algm-segmenter): same module names, classification head dropped, position embeddings
@@ -11,15 +11,21 @@ Formats (detected from the key names):
 - `segformer_hf`: Hugging Face transformers `SegformerForSemanticSegmentation` state dicts:
   `segformer.encoder.*` (separate query / key / value; key and value are stacked into our `kv`)
   and `decode_head.linear_c.{i}`, `linear_fuse`, `batch_norm`, `classifier`.
-- `setr_mmseg`: fudan-zvg/SETR naive / PUP checkpoints: `backbone.{patch_embed,cls_token,
-  pos_embed,blocks}` (timm names) and `decode_head` / `auxiliary_head.{j}` with `norm`,
-  `conv_{k}` (the last one the classifier) and `syncbn_fc_{k}`; position embeddings resized.
+- `setr_mmseg`: fudan-zvg/SETR naive / PUP checkpoints: `backbone.blocks.*` (timm names) with
+  `decode_head.{norm,conv_k,syncbn_fc_k}` (`models/convert_mmseg.py`);
+- `setr_mla_mmseg`: fudan-zvg/SETR MLA checkpoints: `backbone.blocks.*` with the MLA neck inside
+  the backbone (`backbone.mla.*`, `backbone.norm_{k}`) and `decode_head.mlahead.*`;
+- `segvit_mmseg`: zbwxp/SegVit checkpoints: mmseg's ViT (`backbone.layers.*`) with the ATM head
+  (`decode_head.decoder_{l}.*`, `decode_head.q`, `decode_head.class_embed`);
+- `mmseg_vit`: any other `backbone.*` checkpoint (an mmseg ViT without a SETR / SegViT head):
+  recognised and refused with a clear error.
+SETR and SegViT conversion (key maps, position-embedding resizing, the keys left out because the
+release never uses them at inference): `models/convert_mmseg.py`.
 LayerNorm eps of the MiT encoder (1e-6 in blocks and stage norms, 1e-5 in patch embeddings and
 the spatial reduction) equals NVlabs' release; transformers' port (its weights are NVlabs'
 converted) uses nn.LayerNorm's 1e-5 everywhere, so a `segformer_hf` checkpoint here gives NVlabs'
-logits, not transformers' (they differ by that eps only). SETR's (1e-6) is `models/setr.py`'s.
-SETR-MLA (its neck inside the backbone) and SegViT checkpoints (`backbone.*` plain ViT, format
-`mmseg_vit`) are detected but not converted yet: they get a clear error.
+logits, not transformers' (they differ by that eps only). SETR's and SegViT's backbone eps
+(1e-6) is `models/setr.py`'s, the ATM decoder's (1e-5) `models/segvit.py`'s.
 A checkpoint that does not fit gets one line listing its unmatched keys.
 """
 
@@ -32,26 +38,34 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .convert_mmseg import convert_segvit, convert_setr, convert_setr_mla, rename_keys
 from .pretrained import load_weights_file, mismatch
 
-FORMATS = ("project", "segmenter", "segformer_mmseg", "segformer_hf", "setr_mmseg", "mmseg_vit")
+FORMATS = ("project", "segmenter", "segformer_mmseg", "segformer_hf", "setr_mmseg",
+           "setr_mla_mmseg", "segvit_mmseg", "mmseg_vit")
 IGNORED = ("decode_head.conv_seg.",)  # mmseg's unused default classifier
 
 
 def detect_format(state: dict) -> str:
     """Return the checkpoint format of a bare state dict (see the module docstring)."""
     keys = list(state)
-    if any(k.startswith("segformer.encoder.") for k in keys):
+
+    def has(*prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has("segformer.encoder."):
         return "segformer_hf"
-    if any(k.startswith(("backbone.patch_embed1.", "backbone.block1.")) for k in keys):
+    if has("backbone.patch_embed1.", "backbone.block1."):
         return "segformer_mmseg"
-    if any(k.startswith("backbone.blocks.") for k in keys) and any(
-            k.startswith(("decode_head.conv_0.", "decode_head.norm.")) for k in keys):
+    if has("backbone.blocks.") and has("backbone.mla.", "decode_head.mlahead."):
+        return "setr_mla_mmseg"
+    if has("backbone.blocks.") and has("decode_head.conv_0.", "decode_head.norm."):
         return "setr_mmseg"
-    if any(k.startswith("backbone.") for k in keys):
+    if has("backbone.layers.") and has("decode_head.decoder_", "decode_head.class_embed."):
+        return "segvit_mmseg"
+    if has("backbone."):
         return "mmseg_vit"
-    if any(k.startswith("encoder.") for k in keys) and any(
-            k.startswith(("decoder.", "encoder.cls_token", "encoder.pos_embed")) for k in keys):
+    if has("encoder.") and has("decoder.", "encoder.cls_token", "encoder.pos_embed"):
         return "segmenter"
     return "project"
 
@@ -96,15 +110,8 @@ HF_SEGFORMER: list[tuple[str, str | Callable]] = [
 
 
 def rename(state: dict, rules: list) -> dict:
-    """Return `state` with every key rewritten by `rules` (mmseg's unused keys dropped)."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith(IGNORED):
-            continue
-        for pattern, replacement in rules:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    """Return `state` with every key rewritten by `rules` (mmseg's unused classifier dropped)."""
+    return rename_keys(state, rules, lambda key: key.startswith(IGNORED))
 
 
 def stack_key_value(state: dict) -> dict:
@@ -115,42 +122,6 @@ def stack_key_value(state: dict) -> dict:
         if value_key in out:
             out[key.replace(".attn.key.", ".attn.kv.")] = torch.cat([out.pop(key),
                                                                      out.pop(value_key)])
-    return out
-
-
-def _stage_count(own: dict, prefix: str) -> int:
-    """Return how many conv stages the head under `prefix` has in the model's state dict."""
-    return len({k.split(".")[len(prefix.split("."))] for k in own
-                if k.startswith(prefix + "stages.")})
-
-
-def convert_setr(state: dict, model: nn.Module) -> dict:
-    """Return a fudan-zvg/SETR naive / PUP state dict under this project's SETR names."""
-    from .vit import resize_pos_embed
-
-    own = model.state_dict()
-    out = {}
-    for key, value in state.items():
-        if key.startswith(IGNORED) or key.startswith(("backbone.norm.", "backbone.head.")):
-            continue
-        m = re.match(r"^(decode_head|auxiliary_head\.(\d+))\.(norm|conv_(\d+)|syncbn_fc_(\d+))\.(.*)$",
-                     key)
-        if key.startswith("backbone."):
-            key = "encoder." + key[len("backbone."):]
-        elif m:
-            head = "head." if m[1] == "decode_head" else f"aux_heads.{m[2]}."
-            if m[3] == "norm":
-                key = f"{head}norm.{m[6]}"
-            elif m[4] is not None:
-                k = int(m[4])
-                last = k == _stage_count(own, head)
-                key = f"{head}classifier.{m[6]}" if last else f"{head}stages.{k}.0.{m[6]}"
-            else:
-                key = f"{head}stages.{m[5]}.1.{m[6]}"
-        out[key] = value
-    if "encoder.pos_embed" in out and "encoder.pos_embed" in own:
-        side = int(round((own["encoder.pos_embed"].shape[1] - 1) ** 0.5))
-        out["encoder.pos_embed"] = resize_pos_embed(out["encoder.pos_embed"], (side, side))
     return out
 
 
@@ -165,12 +136,14 @@ def convert_state_dict(raw: dict, model: nn.Module) -> tuple[dict, str]:
         return rename(state, MMSEG_SEGFORMER), fmt
     if fmt == "segformer_hf":
         return stack_key_value(rename(state, HF_SEGFORMER)), fmt
-    if fmt == "setr_mmseg":
-        return convert_setr(state, model), fmt
+    converters = {"setr_mmseg": convert_setr, "setr_mla_mmseg": convert_setr_mla,
+                  "segvit_mmseg": convert_segvit}
+    if fmt in converters:
+        return converters[fmt](state, model), fmt
     if fmt == "mmseg_vit":
-        raise ValueError("mmseg SETR-MLA / SegViT checkpoints (backbone.* plain ViT) are "
-                         "recognised but not converted yet; convert them to this project's key "
-                         "names")
+        raise ValueError("an mmseg checkpoint (backbone.*) without a SETR head (decode_head."
+                         "conv_0 / norm, backbone.mla) or a SegViT head (decode_head.decoder_1): "
+                         "no converter for it; convert it to this project's key names")
     if fmt == "segmenter":
         from .segmenter import convert_official_state_dict
 
@@ -194,7 +167,11 @@ def load_any_checkpoint(model: nn.Module, path: str | Path) -> str:
     Raises ValueError with one line naming the file, its format and the unmatched keys.
     """
     path = Path(path)
-    state, fmt = convert_state_dict(read_checkpoint(path), model)
+    raw = read_checkpoint(path)
+    try:
+        state, fmt = convert_state_dict(raw, model)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: {err}") from None
     own = model.state_dict()
     problems = mismatch(own, state)
     if problems:
