@@ -52,3 +52,25 @@ def test_gpu_campaign_dry_run(tmp_path):
     # the references of each group have ratio 1 in every round
     refs = table[table.setting == table.vs]
     assert (refs.ratio == 1).all() and (refs.ratio_min == 1).all()
+
+
+@pytest.mark.slow
+def test_learned_compare_times_the_trained_runs_interleaved(tmp_path):
+    from algm_cli.data.synthetic import SyntheticSpec, generate
+    from algm_cli.engine.run import run
+
+    from .engine.test_run_cli import cfg_for
+
+    generate(tmp_path / "synthetic", SyntheticSpec(train=4, val=2))
+    for merge in ("none", "paumer"):
+        run(cfg_for(tmp_path, f"merge={merge}"))
+    out = tmp_path / "bench"
+    subprocess.run([sys.executable, "scripts/learned_compare.py", "--methods", "none", "paumer",
+                    "--rounds", "2", "--include-smoke", "--runs-dir", str(tmp_path / "results"),
+                    "--out", str(out), f"dataset.root={tmp_path / 'synthetic'}", "smoke=true",
+                    f"work_dir={tmp_path / 'work'}"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    table = pd.read_csv(out / "learned_synthetic_vit_t.csv").set_index("method")
+    assert list(table.index) == ["none", "paumer"] and (table.rounds == 2).all()
+    assert table.loc["none", "speedup"] == 1 and (table.ims > 0).all()
+    assert table.loc["paumer", "gflops"] > 0
