@@ -2,8 +2,8 @@
 
 The paper's "Fine-tuning" setting (supp. Tab. 4d, supp. Tab. 6; EVA: 10k iterations at batch 8)
 takes a model trained without merging and trains it further with merging for a short schedule.
-Here `train.init_from` names that model's checkpoint (this project's or an official Segmenter
-one), or reads `baseline`: the checkpoint `algm run merge=none` trains for the same model,
+Here `train.init_from` names that model's checkpoint (any format `checkpoint=` reads:
+this project's, official Segmenter, released SETR / SegViT / Segformer; models/convert.py), or reads `baseline`: the checkpoint `algm run merge=none` trains for the same model,
 backbone, dataset, seed and training settings at the dataset's full schedule (it must exist:
 presets list the baseline run first). Training then runs `train.iterations` iterations (set it: the dataset default is a full
 schedule) with a fresh optimizer and LR schedule and the run's merge config active; the row's
@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from ..models.convert import convert_state_dict, read_checkpoint
 from ..models.schedule import NO_MERGE
-from ..models.segmenter import convert_official_state_dict
 from .setup import train_key
 from .spec import ConfigError, RunSpec
 
@@ -61,8 +61,10 @@ def init_from(spec: RunSpec) -> Path | None:
 
 def load_start(model: torch.nn.Module, path: Path) -> None:
     """Load `path` into model; only the learned method's added parameters may be missing."""
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    state = convert_official_state_dict(raw, model)
+    try:
+        state, _ = convert_state_dict(read_checkpoint(path), model)
+    except ValueError as err:
+        raise ConfigError(f"train.init_from={path}: {err}") from None
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(ADDED_PREFIXES)]
     unexpected = [k for k in state if k not in own]
