@@ -19,16 +19,17 @@ def cfg_for(tmp_path, *overrides, model="mask2former"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("merge", ["none", "algm"])
-def test_smoke_run_with_and_without_algm(tmp_path, merge):
+def test_smoke_runs_without_and_with_algm_fine_tuned_from_the_baseline(tmp_path):
     generate(tmp_path / "synthetic", SyntheticSpec(train=4, val=2))
-    row = run(cfg_for(tmp_path, f"merge={merge}"))
-    table = pd.read_csv(next((tmp_path / "results").glob("*.csv")))
-    assert table.status[0] == "ok" and table.model[0] == "mask2former"
-    assert table.backbone[0] == "eva02_t" and table.method[0] == merge
-    assert pd.notna(table.miou[0]) and table.gflops[0] > 0
-    if merge == "algm":
-        assert str(table.gbm_layers[0]) == "5" and 0 < row["kept_final"] <= 1
+    base = run(cfg_for(tmp_path, "merge=none"))
+    row = run(cfg_for(tmp_path, "merge=algm", "train.init_from=baseline", "train.iterations=2"))
+    table = pd.concat([pd.read_csv(p) for p in (tmp_path / "results").glob("*.csv")])
+    table = table.set_index("method")
+    assert (table.status == "ok").all() and (table.model == "mask2former").all()
+    assert (table.backbone == "eva02_t").all() and table.miou.notna().all()
+    assert (table.gflops > 0).all()
+    assert str(row["gbm_layers"]) == "5" and 0 < row["kept_final"] <= 1
+    assert (row["setting"], row["init_from"]) == ("fine_tuning", base["checkpoint"])
 
 
 def test_mask2former_needs_an_eva_backbone_and_an_algm_family_merge(tmp_path):
@@ -38,3 +39,4 @@ def test_mask2former_needs_an_eva_backbone_and_an_algm_family_merge(tmp_path):
         resolve_spec(cfg_for(tmp_path, "merge=tome"))
     with pytest.raises(ConfigError, match="backbone=eva02_t does not fit model=segmenter"):
         resolve_spec(cfg_for(tmp_path, model="segmenter"))
+
