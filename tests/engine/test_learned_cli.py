@@ -27,7 +27,8 @@ def test_dovit_smoke_run_writes_a_row(tiny_synthetic):  # noqa: F811
     (["merge=cts", "merge.policy.backbone=small"], "segmenter", "cts"),
     (["merge=cts"], "segmenter", "cts"), (["merge=dtop"], "segmenter", "dtop"),
     (["merge=paumer"], "segmenter", "paumer"),
-    (["model=setr", "backbone=vit_b", "merge=dtop"], "setr", "dtop")])
+    (["model=setr", "backbone=vit_b", "merge=dtop"], "setr", "dtop"),
+    (["model=segvit", "backbone=vit_l", "merge=dtop"], "segvit", "dtop")])
 def test_learned_smoke_runs(tiny_synthetic, overrides, model, method):  # noqa: F811
     run(cfg_for(tiny_synthetic, *overrides))
     row = _row(tiny_synthetic)
@@ -38,7 +39,7 @@ def test_learned_method_needs_training_with_it(tiny_synthetic):  # noqa: F811
     with pytest.raises(ConfigError, match="merge.during_training must be true"):
         run(cfg_for(tiny_synthetic, "merge=dtop", "merge.during_training=false"))
     with pytest.raises(ConfigError, match="does not apply to model=segvit"):
-        run(cfg_for(tiny_synthetic, "model=segvit", "backbone=vit_l", "merge=dtop"))
+        run(cfg_for(tiny_synthetic, "model=segvit", "backbone=vit_l", "merge=dovit"))
 
 
 @pytest.mark.slow

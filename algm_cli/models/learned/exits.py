@@ -11,7 +11,8 @@ PAUMER keep the decoder's (`logits_from="decoder"`).
 
 Batching (the project's rule, as ALGM's): every image of a batch drops the batch minimum of its
 own eligible counts, choosing its highest-scoring eligible tokens; at B = 1 it is per image.
-The class token never exits.
+Prefix tokens (class token, registers) never exit; an encoder without a class token
+(`class_token=False`, SegViT's released layout) has none.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class ExitOutput:
     """Full-grid tokens after the final norm and what the exits did."""
 
     tokens: Tensor  # (B, N, C) normed, every token at its grid position
-    cls: Tensor  # (B, 1, C)
+    cls: Tensor  # (B, P, C) prefix tokens (class token, registers; P = 0 without a class token)
     grid: tuple[int, int]
     stats: MergeStats
     layers: dict[int, Tensor]  # requested layer -> (B, N, C) full grid after that layer
@@ -138,9 +139,10 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
 def exit_encode(encoder: ViTEncoder, images: Tensor, heads: ExitHeads, spec: ExitSpec,
                 num_classes: int, outputs: tuple[int, ...] = ()) -> ExitOutput:
     """Return the full-grid encoding of images (B, 3, H, W) with tokens exiting as `spec` says."""
-    x, grid = embed(encoder, images)
-    B, N = x.shape[0], x.shape[1] - 1
-    cls, active = x[:, :1], x[:, 1:]
+    x, grid = embed(encoder, images)  # (B, P + N, C), P prefix tokens (0 when class_token=False)
+    P = getattr(encoder, "prefix", 1)
+    B, N = x.shape[0], x.shape[1] - P
+    cls, active = x[:, :P], x[:, P:]
     index = torch.arange(N, device=x.device).expand(B, N)  # grid position of each active token
     frozen = torch.zeros_like(active)  # exited tokens' features, at their grid positions
     exit_logits = active.new_zeros(B, N, num_classes)
@@ -151,7 +153,7 @@ def exit_encode(encoder: ViTEncoder, images: Tensor, heads: ExitHeads, spec: Exi
     exits = set(spec.layers)
     for layer, blk in enumerate(encoder.blocks, 1):
         x = full_block(blk, torch.cat([cls, active], dim=1))
-        cls, active = x[:, :1], x[:, 1:]
+        cls, active = x[:, :P], x[:, P:]
         if layer in outputs:
             layers[layer] = _scatter(frozen, index, active)
         if layer not in exits:
@@ -170,7 +172,7 @@ def exit_encode(encoder: ViTEncoder, images: Tensor, heads: ExitHeads, spec: Exi
             active, index = _gather(active, keep), index.gather(1, keep)
         stats[f"L{layer}:{spec.method}"] = active.shape[1] / N
     full = encoder.norm(torch.cat([cls, _scatter(frozen, index, active)], dim=1))
-    return ExitOutput(full[:, 1:], full[:, :1], grid, stats, layers, exit_logits, exited, aux)
+    return ExitOutput(full[:, P:], full[:, :P], grid, stats, layers, exit_logits, exited, aux)
 
 
 def use_head_logits(logits: Tensor, out: ExitOutput) -> Tensor:
