@@ -48,6 +48,8 @@ def test_preset_runs_compose_into_valid_configs(name, dataset):
     assert runs, name
     if name == "table3":
         assert any("model=setr" in o and "merge=dtop" in o for _, o in runs)
+    if name == "supp_table2":  # SegViT-L + DToP at the released ViT-L p0
+        assert any({"model=segvit", "merge=dtop", "merge.setting=0.95"} <= set(o) for _, o in runs)
     with initialize_config_module("algm_cli.conf", version_base="1.3"):
         for command, overrides in runs:
             cfg = compose(command, overrides)
