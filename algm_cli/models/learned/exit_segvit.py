@@ -10,7 +10,9 @@ score max_k softmax(class_k) x sigmoid(mask_k) exceeds p0, except the 5 most con
 class; finalised tokens skip the later blocks (their features are zeroed there, never read
 again); the heads write their mask logits into a shared per-token canvas, so a finalised token
 keeps its stage head's mask logits, and the final prediction is the last head's class
-probabilities times sigmoid(canvas).
+probabilities times sigmoid(canvas). Its SegViT baseline (`BASE_segvit_*.py`, thresh 1.0) is the
+same three-head model, trained 160k iterations; the pruned model is fine-tuned from it for 40k
+(`tools/dist_train_load.sh`).
 
 Here (the exit machinery of `exits`, shared with Segmenter and SETR + DToP; stage layers, p0,
 keep-5-per-class and batching as there):
@@ -27,7 +29,11 @@ keep-5-per-class and batching as there):
   the stage head's mask logits and multiplies them with the last head's class probabilities;
 - training: SegViT's ATM loss on the decoder (every level) + aux_weight x per-token CE of each
   stage head on the tokens it saw (labels at patch centres), exits active during training, as
-  Segmenter + DToP; the release trains every head with the ATM loss on its canvas.
+  Segmenter + DToP; the release trains every head with the ATM loss on its canvas;
+- recipe: one training run with the exits active (as SETR-B + DToP in the presets);
+  `train.init_from=baseline` gives the release's fine-tuning from a trained SegViT (its exit
+  heads then start untrained, the release's were trained with the base model);
+- baseline: this project's SegViT (`model=segvit merge=none`), not the release's three-head one.
 """
 
 from __future__ import annotations
