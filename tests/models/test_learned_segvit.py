@@ -60,3 +60,21 @@ def test_dtop_keeps_the_most_confident_token_per_class_and_trains():
     loss = model.training_loss(images, torch.randint(0, 3, (1, 64, 64)))
     loss.backward()
     assert torch.isfinite(loss) and model.exit_heads.heads["6"][1].weight.grad.abs().sum() > 0
+
+
+def test_dtop_gflops_count_the_heads_and_drop_with_exits():
+    from algm_cli.engine.flops import count_gflops
+
+    torch.manual_seed(0)
+    plain = SegViT(**SMALL)
+    images = torch.randn(1, 3, 64, 64)
+    counts = {}
+    for p0, source in ((1.0, "decoder"), (0.0, "head")):
+        spec = ExitSpec("dtop", (6, 8), p0, keep_per_class=0, logits_from=source)
+        model = ExitSegViT(spec, **SMALL)
+        model.load_state_dict(plain.state_dict(), strict=False)
+        counts[p0] = count_gflops(model, images)
+    # nothing exits: SegViT + two heads on 16 tokens: Linear 192 -> 3, LayerNorm (fvcore: 5 / value)
+    heads = 2 * 16 * (192 * 3 + 192 * 5) / 1e9
+    assert counts[1.0] - count_gflops(plain, images) == pytest.approx(heads, rel=1e-6)
+    assert counts[0.0] < 0.7 * counts[1.0]  # every token leaves after layer 6 of 12

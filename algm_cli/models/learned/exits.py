@@ -119,9 +119,7 @@ def top_per_class(conf: Tensor, pred: Tensor, eligible: Tensor, classes: int, k:
 
 def choose_exits(score: Tensor, eligible: Tensor) -> Tensor:
     """Return (B, m) positions leaving: each image's m best eligible, m = batch minimum count."""
-    m = int(eligible.sum(1).min())
-    if m == 0:
-        return score.new_zeros(score.shape[0], 0, dtype=torch.long)
+    m = int(eligible.sum(1).min())  # may be 0: the empty topk still depends on the scores
     ranked = torch.where(eligible, score.float(), torch.full_like(score.float(), -math.inf))
     return ranked.topk(m, dim=1).indices
 
@@ -161,11 +159,12 @@ def exit_encode(encoder: ViTEncoder, images: Tensor, heads: ExitHeads, spec: Exi
         logits = heads(layer, active)  # (B, n, K)
         aux.append((logits, index))
         leave = choose_exits(*exit_scores(logits.detach(), spec))  # (B, m) into active
+        # recorded even when m = 0, so that a traced count (fvcore) keeps the head's FLOPs
+        where = index.gather(1, leave)  # (B, m) grid positions
+        frozen = _scatter(frozen, where, _gather(active, leave))
+        exit_logits = _scatter(exit_logits, where, _gather(logits, leave).to(exit_logits.dtype))
+        exited = exited.scatter(1, where, torch.ones_like(where, dtype=torch.bool))
         if leave.shape[1]:
-            where = index.gather(1, leave)  # (B, m) grid positions
-            frozen = _scatter(frozen, where, _gather(active, leave))
-            exit_logits = _scatter(exit_logits, where, _gather(logits, leave).to(exit_logits.dtype))
-            exited = exited.scatter(1, where, torch.ones_like(where, dtype=torch.bool))
             stay = torch.ones(B, active.shape[1], dtype=torch.bool, device=x.device)
             stay = stay.scatter(1, leave, torch.zeros_like(leave, dtype=torch.bool))
             keep = stay.nonzero()[:, 1].reshape(B, -1)  # (B, n - m), order kept
