@@ -28,7 +28,7 @@ def test_dovit_smoke_run_writes_a_row(tiny_synthetic):  # noqa: F811
     (["merge=cts"], "segmenter", "cts"), (["merge=dtop"], "segmenter", "dtop"),
     (["merge=paumer"], "segmenter", "paumer"),
     (["model=setr", "backbone=vit_b", "merge=dtop"], "setr", "dtop"),
-    (["model=segvit", "backbone=vit_l", "merge=dtop"], "segvit", "dtop")])
+    (["model=segvit", "backbone=vit_t", "merge=dtop"], "segvit", "dtop")])
 def test_learned_smoke_runs(tiny_synthetic, overrides, model, method):  # noqa: F811
     run(cfg_for(tiny_synthetic, *overrides))
     row = _row(tiny_synthetic)
