@@ -27,7 +27,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from algm_cli.engine.data import open_dataset, square_images
-from algm_cli.engine.setup import build_model, build_schedule
+from algm_cli.engine.setup import build_model, build_schedule, inference_model
 from algm_cli.engine.spec import resolve_spec
 from algm_cli.engine.store import write_atomic
 from algm_cli.engine.throughput import make_batches
@@ -66,12 +66,7 @@ def trained_model(row: pd.Series, backbone: str, dataset: str, overrides=()) -> 
     tau = None if pd.isna(row.get("tau_calibrated")) else float(row.tau_calibrated)
     model = build_model(spec, build_schedule(spec, "train", tau), "train")
     load_checkpoint(model, Path(row.checkpoint))
-    if spec.merge.reduction_active("train") != spec.merge.reduction_active("eval"):
-        trained, model = model, build_model(spec, build_schedule(spec, "eval", tau), "eval")
-        model.load_state_dict(trained.state_dict())
-    elif hasattr(model, "schedule"):
-        model.schedule = build_schedule(spec, "eval", tau)
-    return model.eval(), spec
+    return inference_model(spec, model, build_schedule(spec, "eval", tau)).eval(), spec
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from ..models.convert import convert_state_dict, read_checkpoint
+from ..models.pretrained import mismatch
 from ..models.schedule import NO_MERGE
 from .setup import train_key
 from .spec import ConfigError, RunSpec
@@ -65,11 +66,10 @@ def load_start(model: torch.nn.Module, path: Path) -> None:
         state, _ = convert_state_dict(read_checkpoint(path), model)
     except ValueError as err:
         raise ConfigError(f"train.init_from={path}: {err}") from None
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(ADDED_PREFIXES)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise ConfigError(f"train.init_from={path} does not fit the model: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}, mis-shaped {shapes[:3]}")
+    # the learned method's added parameters may be missing; every other key must fit
+    own = {k: v for k, v in model.state_dict().items()
+           if k in state or not k.startswith(ADDED_PREFIXES)}
+    problems = mismatch(own, state)
+    if problems:
+        raise ConfigError(f"train.init_from={path} does not fit the model: {problems}")
     model.load_state_dict(state, strict=False)

@@ -33,7 +33,8 @@ from .flops import gflops_split
 from .preflight import preflight, record_data_identity
 from .protocol import check_calibration_base, check_protocol, eval_windows, protocol_columns
 from .rows import identity_columns
-from .setup import Batches, build_model, build_schedule, pick_device, train_key
+from .setup import (Batches, build_model, build_schedule, inference_model, pick_device,
+                    train_key)
 from .spec import ConfigError, RunSpec, report_error, resolve_spec, train_recipe
 from .memory import TrainMeter
 from .pose import PoseBatches, evaluate_pose, open_pose_dataset
@@ -152,13 +153,7 @@ def run(cfg) -> dict | None:
             load_checkpoint(model, ckpt)
         else:
             print("no trained checkpoint for this config: evaluating the initial weights")
-    if spec.merge.reduction_active("train") != spec.merge.reduction_active("eval"):
-        # a training-free baseline / Segformer++: the inference model holds the same parameters
-        trained = model
-        model = build_model(spec, eval_schedule, "eval")
-        model.load_state_dict(trained.state_dict())
-    elif hasattr(model, "schedule"):
-        model.schedule = eval_schedule  # ALGM / ToMe: only the schedule changes
+    model = inference_model(spec, model, eval_schedule)
     model.to(device).eval()
 
     pose = task_name(spec) == "pose"

@@ -132,6 +132,22 @@ def schedule_payload(schedule: MergeSchedule) -> dict:
     return json.loads(json.dumps(schedule, default=lambda o: o.__dict__))
 
 
+def inference_model(spec, trained: SegmentationModel,
+                    eval_schedule: MergeSchedule) -> SegmentationModel:
+    """Return the model that evaluates `trained` (built for training) with the eval schedule.
+
+    A reduction active only at inference (training-free baselines, Segformer++) needs the eval
+    build holding the same parameters; ALGM / ToMe only swap the schedule.
+    """
+    if spec.merge.reduction_active("train") != spec.merge.reduction_active("eval"):
+        model = build_model(spec, eval_schedule, "eval")
+        model.load_state_dict(trained.state_dict())
+        return model
+    if hasattr(trained, "schedule"):
+        trained.schedule = eval_schedule
+    return trained
+
+
 def train_key(spec: RunSpec, train_schedule: MergeSchedule) -> str:
     """Return the identity of a trained model: everything that changes its weights."""
     d = spec.dataset

@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from algm_cli.engine.run import run
 from algm_cli.engine.setup import ConfigError
@@ -61,6 +62,11 @@ def test_fine_tuning_errors_are_one_clear_line(tiny_synthetic):  # noqa: F811
         run(cfg_for(tiny_synthetic, "train.init_from=/nonexistent.pt"))
     with pytest.raises(ConfigError, match="train.init_from=baseline: no trained baseline at"):
         run(cfg_for(tiny_synthetic, "merge=algm", "tau=0.9", "train.init_from=baseline"))
+    foreign = tiny_synthetic / "foreign.pt"
+    torch.save({"model": {"encoder.unknown": torch.zeros(1)}}, foreign)
+    with pytest.raises(ConfigError, match=r"foreign.pt does not fit the model: missing keys .*"
+                                          r"unexpected keys \['encoder.unknown'\]"):
+        run(cfg_for(tiny_synthetic, "merge=algm", "tau=0.9", f"train.init_from={foreign}"))
     path = tiny_synthetic / "start.pt"
     path.write_bytes(b"")
     with pytest.raises(ConfigError, match="needs a merge method"):
